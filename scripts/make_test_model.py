@@ -1,0 +1,70 @@
+"""Writes an UNTRAINED ONNX classifier that follows the mammo-serve model contract.
+
+It exists so the tests can run the real engine (ONNX Runtime through ort) end to end without the
+trained model: a small CNN (8x8/8 conv, ReLU, global average pool, dense) with fixed pseudo-random
+weights, input `input` float32 [N,3,H,W], output `logits` float32 [N,8], and every `mammo.*`
+metadata property. Its answers mean nothing; its metadata says so. Never serve it to users.
+
+usage: python scripts/make_test_model.py OUT.onnx [--size 224] [--threshold 0.5]
+"""
+
+import argparse
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+LABELS = "D1B,D1M,D2B,D2M,D3B,D3M,D4B,D4M"
+
+
+def build(size: int, threshold: float) -> onnx.ModelProto:
+    rng = np.random.default_rng(20261127)
+    conv_w = rng.normal(0.0, 0.4, (16, 3, 8, 8)).astype(np.float32)
+    conv_b = rng.normal(0.0, 0.1, (16,)).astype(np.float32)
+    dense_w = rng.normal(0.0, 0.3, (16, 8)).astype(np.float32)
+    dense_b = np.zeros((8,), np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["features"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Relu", ["features"], ["activated"]),
+        helper.make_node("GlobalAveragePool", ["activated"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "dense_w", "dense_b"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "untrained_test_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(a, n) for a, n in
+         [(conv_w, "conv_w"), (conv_b, "conv_b"), (dense_w, "dense_w"), (dense_b, "dense_b")]],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mammo-serve tests")
+    model.ir_version = 9
+    props = {
+        "mammo.labels": LABELS,
+        "mammo.input_size": str(size),
+        "mammo.mean": "0.485,0.456,0.406",
+        "mammo.std": "0.229,0.224,0.225",
+        "mammo.resize": "bilinear",
+        "mammo.malignancy_threshold": str(threshold),
+        "mammo.version": "0.0.0-untrained-test",
+        "mammo.arch": "tiny_cnn_untrained",
+        "mammo.trained_on": "nothing: random weights for tests only, answers are meaningless",
+    }
+    onnx.helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    args = parser.parse_args()
+    onnx.save(build(args.size, args.threshold), args.out)
+    print(f"wrote {args.out} (untrained test model, input {args.size}x{args.size})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+//! HTTP only: the router, its middleware stack, handlers, JSON types and the error mapping.
+//! Never touches ort; talks to the engine through [`crate::engine::Engine`].
+
+pub mod error;
+pub mod handlers;
+pub mod state;
+pub mod types;
+
+pub use error::{ApiError, Problem};
+pub use state::AppState;
+
+use crate::config::Config;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// The OpenAPI document of every route, body and error.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mammo-serve",
+        description = "Mammogram breast density (BI-RADS A–D) and benign/malignant classification. Decision support for radiologists, not a diagnosis.",
+        license(name = "Apache-2.0")
+    ),
+    paths(handlers::predict, handlers::batch, handlers::health, handlers::live, handlers::ready, handlers::model),
+    tags(
+        (name = "inference", description = "Predictions"),
+        (name = "health", description = "Liveness and readiness"),
+        (name = "model", description = "The loaded model")
+    )
+)]
+pub struct ApiDoc;
+
+/// The committed document's text: `ApiDoc` as pretty JSON with a final newline.
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}
+
+/// Builds the application: routes, limits, load shedding, timeout, request ids and tracing.
+pub fn router(state: AppState, config: &Config) -> Router {
+    let timeout_secs = config.request_timeout;
+    // Inference routes share one concurrency limit; beyond it requests are shed with 429.
+    let inference = Router::new()
+        .route("/predict", post(handlers::predict).layer(DefaultBodyLimit::max(config.max_body_bytes)))
+        .route("/batch", post(handlers::batch).layer(DefaultBodyLimit::max(config.max_batch_body_bytes)))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |e| middleware_error(e, timeout_secs)))
+                .timeout(config.request_timeout())
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency)),
+        );
+    Router::new()
+        .route("/health", get(handlers::health))
+        .route("/health/live", get(handlers::live))
+        .route("/health/ready", get(handlers::ready))
+        .route("/v1/model", get(handlers::model))
+        .merge(inference)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .fallback(handlers::not_found)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+}
+
+/// One span per request, named by method, path and `x-request-id`; bodies are never logged.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+}
+
+/// Errors raised by the middleware (shedding, timeout) as problems.
+async fn middleware_error(error: BoxError, secs: f64) -> Response {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded("too many requests in flight (--max-concurrency); retry shortly".into()).into_response()
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Unavailable(format!("the request did not complete within {secs} s (--request-timeout)")).into_response()
+    } else {
+        ApiError::Internal(format!("middleware error: {error}")).into_response()
+    }
+}

@@ -1,0 +1,155 @@
+//! Every knob in one validated struct. Each field is a `--flag` and a `MAMMO_*` environment
+//! variable (`ORT_DYLIB_PATH` for the library, as ort names it).
+
+use crate::engine::{Device, EngineConfig, GpuOptions, DEFAULT_ORT_LIB};
+use crate::imaging::DecodeLimits;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default model: the trained model shipped in `models/`.
+pub const DEFAULT_MODEL: &str = "models/mammo.onnx";
+
+const MIB: usize = 1 << 20;
+
+/// Most bytes a decoder may allocate for one image (a 10000×10000 16-bit grey image needs 191 MiB).
+const MAX_DECODE_ALLOC: u64 = 512 << 20;
+
+/// Server configuration.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "mammo-serve", version, about = "HTTP inference service for mammogram breast density and malignancy (decision support, not a diagnosis)")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "MAMMO_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "MAMMO_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// ONNX model file that follows the model contract.
+    #[arg(long, env = "MAMMO_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// ONNX Runtime shared library (libonnxruntime.so 1.31); `make setup` puts it at the default.
+    #[arg(long, env = "ORT_DYLIB_PATH", default_value = DEFAULT_ORT_LIB)]
+    pub ort_lib: PathBuf,
+    /// Execution provider: auto tries TensorRT, then CUDA, then CPU; an explicit GPU choice that cannot be had stops start-up.
+    #[arg(long, env = "MAMMO_DEVICE", value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// TensorRT FP16 kernels (with --device tensorrt or auto).
+    #[arg(long, env = "MAMMO_FP16")]
+    pub fp16: bool,
+    /// Folder where TensorRT caches built engines and timing data between starts.
+    #[arg(long, env = "MAMMO_TRT_CACHE_DIR", default_value = ".trt-cache")]
+    pub trt_cache_dir: PathBuf,
+    /// ONNX Runtime intra-op threads; 0 = one per core.
+    #[arg(long, env = "MAMMO_INTRA_THREADS", default_value_t = 0)]
+    pub intra_threads: usize,
+    /// Warm-up inferences before the server reports ready.
+    #[arg(long, env = "MAMMO_WARMUP_RUNS", default_value_t = 3)]
+    pub warmup_runs: usize,
+    /// Most images in one engine run (a /batch request is split into runs of this size).
+    #[arg(long, env = "MAMMO_MAX_BATCH_SIZE", default_value_t = 8)]
+    pub max_batch_size: usize,
+    /// Inference jobs that may wait for the engine; beyond that requests get 429.
+    #[arg(long, env = "MAMMO_MAX_QUEUE_SIZE", default_value_t = 64)]
+    pub max_queue_size: usize,
+    /// Largest /predict body in bytes (full-field mammograms are 10–60 MB).
+    #[arg(long, env = "MAMMO_MAX_BODY_BYTES", default_value_t = 64 * MIB)]
+    pub max_body_bytes: usize,
+    /// Largest /batch body in bytes.
+    #[arg(long, env = "MAMMO_MAX_BATCH_BODY_BYTES", default_value_t = 256 * MIB)]
+    pub max_batch_body_bytes: usize,
+    /// Most items in one /batch request.
+    #[arg(long, env = "MAMMO_MAX_BATCH_ITEMS", default_value_t = 64)]
+    pub max_batch_items: usize,
+    /// Largest image width or height accepted, checked before decoding.
+    #[arg(long, env = "MAMMO_MAX_IMAGE_SIDE", default_value_t = 10_000)]
+    pub max_image_side: u32,
+    /// Seconds a /predict or /batch request may take, body upload included; then 503.
+    #[arg(long, env = "MAMMO_REQUEST_TIMEOUT", default_value_t = 60.0)]
+    pub request_timeout: f64,
+    /// Most /predict and /batch requests handled at once; more get 429 at once.
+    #[arg(long, env = "MAMMO_MAX_CONCURRENCY", default_value_t = 64)]
+    pub max_concurrency: usize,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Checks the values clap cannot check one by one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("--max-batch-size", self.max_batch_size),
+            ("--max-queue-size", self.max_queue_size),
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-batch-body-bytes", self.max_batch_body_bytes),
+            ("--max-batch-items", self.max_batch_items),
+            ("--max-concurrency", self.max_concurrency),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError(format!("{flag} must be at least 1")));
+        }
+        if self.fp16 && matches!(self.device, Device::Cpu | Device::Cuda) {
+            return Err(ConfigError("--fp16 applies to TensorRT: use it with --device tensorrt or auto".into()));
+        }
+        if !(self.request_timeout.is_finite() && self.request_timeout > 0.0) {
+            return Err(ConfigError("--request-timeout must be a positive number of seconds".into()));
+        }
+        if self.max_image_side < DecodeLimits::default().min_side {
+            return Err(ConfigError(format!("--max-image-side must be at least {}", DecodeLimits::default().min_side)));
+        }
+        Ok(())
+    }
+
+    /// What the engine needs.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            model: self.model.clone(),
+            device: self.device,
+            gpu: GpuOptions { fp16: self.fp16, trt_cache_dir: self.trt_cache_dir.clone() },
+            intra_threads: self.intra_threads,
+            warmup_runs: self.warmup_runs,
+            max_queue_size: self.max_queue_size,
+            max_batch_size: self.max_batch_size,
+        }
+    }
+
+    /// Decoding bounds for uploaded images.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits { max_side: self.max_image_side, max_alloc: MAX_DECODE_ALLOC, ..DecodeLimits::default() }
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("mammo-serve").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&[]);
+        c.validate().unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.model, PathBuf::from(DEFAULT_MODEL));
+        assert_eq!(c.device, Device::Auto);
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        assert!(parse(&["--device", "cpu", "--fp16"]).validate().unwrap_err().to_string().contains("--fp16"));
+        assert!(parse(&["--max-batch-items", "0"]).validate().is_err());
+        assert!(parse(&["--request-timeout", "0"]).validate().is_err());
+        parse(&["--device", "tensorrt", "--fp16"]).validate().unwrap();
+    }
+}

@@ -1,0 +1,135 @@
+//! Format sniffing and bounded decoding of JPEG and PNG.
+
+use super::ImageError;
+use image::{DynamicImage, ImageReader, Limits};
+use std::fmt;
+use std::io::Cursor;
+
+/// The image formats the service decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+}
+
+impl fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImageFormat::Jpeg => "JPEG",
+            ImageFormat::Png => "PNG",
+        })
+    }
+}
+
+impl ImageFormat {
+    fn to_image_format(self) -> image::ImageFormat {
+        match self {
+            ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+            ImageFormat::Png => image::ImageFormat::Png,
+        }
+    }
+}
+
+/// Bounds checked before any pixel buffer is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width or height accepted, in pixels.
+    pub max_side: u32,
+    /// Smallest width or height accepted, in pixels.
+    pub min_side: u32,
+    /// Most bytes the decoder may allocate for one image.
+    pub max_alloc: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_side: 10_000, min_side: 32, max_alloc: 1 << 30 }
+    }
+}
+
+/// Recognises the format from the first bytes, whatever the declared content type says.
+pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(ImageFormat::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(ImageFormat::Png)
+    } else {
+        None
+    }
+}
+
+/// Decodes a JPEG or PNG of any common pixel format. The header's dimensions are checked
+/// against `limits` before decoding, so a small file that claims a huge image is refused
+/// without allocating for it.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let format = sniff(bytes).ok_or(ImageError::UnknownFormat)?;
+    let corrupt = |e: image::ImageError| ImageError::Corrupt { format, reason: e.to_string() };
+    let reader = || ImageReader::with_format(Cursor::new(bytes), format.to_image_format());
+
+    let (width, height) = reader().into_dimensions().map_err(corrupt)?;
+    check_dimensions(width, height, limits)?;
+
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    decoder_limits.max_alloc = Some(limits.max_alloc);
+    let mut reader = reader();
+    reader.limits(decoder_limits);
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(limit) => ImageError::Unusable(format!(
+            "the {format} image ({width}×{height} px) needs more memory to decode than the \
+             {} MiB limit allows: {limit}",
+            limits.max_alloc >> 20
+        )),
+        other => corrupt(other),
+    })
+}
+
+fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), ImageError> {
+    if width > limits.max_side || height > limits.max_side {
+        return Err(ImageError::Unusable(format!(
+            "the image is {width}×{height} px; the limit is {} px a side",
+            limits.max_side
+        )));
+    }
+    if width < limits.min_side || height < limits.min_side {
+        return Err(ImageError::Unusable(format!(
+            "the image is {width}×{height} px; a mammogram needs at least {} px a side",
+            limits.min_side
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_by_signature() {
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]), Some(ImageFormat::Jpeg));
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(ImageFormat::Png));
+        assert_eq!(sniff(b"GIF89a"), None);
+        assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn empty_unknown_and_corrupt_bytes_are_told_apart() {
+        let limits = DecodeLimits::default();
+        assert_eq!(decode(b"", &limits).unwrap_err(), ImageError::Empty);
+        assert_eq!(decode(b"hello", &limits).unwrap_err(), ImageError::UnknownFormat);
+        let broken = b"\x89PNG\r\n\x1a\nthis is not a png";
+        assert!(matches!(decode(broken, &limits).unwrap_err(), ImageError::Corrupt { format: ImageFormat::Png, .. }));
+    }
+
+    #[test]
+    fn dimensions_outside_the_limits_are_unusable() {
+        let limits = DecodeLimits { max_side: 100, min_side: 10, max_alloc: 1 << 20 };
+        assert!(check_dimensions(100, 10, &limits).is_ok());
+        assert!(matches!(check_dimensions(101, 50, &limits), Err(ImageError::Unusable(m)) if m.contains("101×50")));
+        assert!(matches!(check_dimensions(50, 9, &limits), Err(ImageError::Unusable(m)) if m.contains("at least 10")));
+    }
+}

@@ -1,0 +1,209 @@
+//! The model contract: the `mammo.*` metadata properties an exported ONNX file carries.
+
+use crate::imaging::{Preprocessing, ResizeFilter};
+use crate::model::labels::ClassLabel;
+use std::collections::HashMap;
+
+/// What the server needs to know about a model, read from its ONNX metadata properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMetadata {
+    /// Class of each output logit, in output order.
+    pub labels: [ClassLabel; 8],
+    /// How an image becomes the model's input tensor.
+    pub preprocessing: Preprocessing,
+    /// Malignancy probability at or above which the answer is "malignant".
+    pub malignancy_threshold: f32,
+    /// `mammo.version`.
+    pub version: String,
+    /// `mammo.arch`, e.g. `efficientnet_b0`.
+    pub arch: String,
+    /// `mammo.trained_on`: the data the weights were fitted to.
+    pub trained_on: String,
+}
+
+/// A metadata property that is missing where it is required, or malformed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("model metadata lacks required property `{0}` (see the model contract in the README)")]
+    Missing(&'static str),
+    #[error("model metadata property `{key}` = {value:?} is invalid: {why}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+/// Property used when `mammo.malignancy_threshold` is absent.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+impl ModelMetadata {
+    /// Parses the `mammo.*` properties. Returns the metadata and a note for every optional
+    /// property that fell back to a default, for the caller to log.
+    pub fn from_props(props: &HashMap<String, String>) -> Result<(Self, Vec<String>), MetadataError> {
+        let mut defaults = Vec::new();
+        let mut optional = |key: &'static str, default: &str| -> String {
+            props.get(key).cloned().unwrap_or_else(|| {
+                defaults.push(format!("model metadata lacks `{key}`; using {default:?}"));
+                default.to_string()
+            })
+        };
+        let resize_text = optional("mammo.resize", "bilinear");
+        let threshold_text = optional("mammo.malignancy_threshold", &DEFAULT_THRESHOLD.to_string());
+        let version = optional("mammo.version", "unknown");
+        let arch = optional("mammo.arch", "unknown");
+        let trained_on = optional("mammo.trained_on", "unknown");
+
+        let required = |key: &'static str| props.get(key).ok_or(MetadataError::Missing(key));
+        let labels = parse_labels(required("mammo.labels")?)?;
+        let (height, width) = parse_size(required("mammo.input_size")?)?;
+        let mean = parse_triple("mammo.mean", required("mammo.mean")?)?;
+        let std = parse_triple("mammo.std", required("mammo.std")?)?;
+        if std.iter().any(|s| *s <= 0.0) {
+            return Err(invalid("mammo.std", required("mammo.std")?, "every std must be > 0"));
+        }
+        let resize: ResizeFilter = resize_text
+            .parse()
+            .map_err(|why: String| invalid("mammo.resize", &resize_text, &why))?;
+        let malignancy_threshold: f32 = threshold_text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|t: &f32| (0.0..=1.0).contains(t))
+            .ok_or_else(|| {
+                invalid("mammo.malignancy_threshold", &threshold_text, "expected a number in [0, 1]")
+            })?;
+        let metadata = ModelMetadata {
+            labels,
+            preprocessing: Preprocessing { height, width, mean, std, resize },
+            malignancy_threshold,
+            version,
+            arch,
+            trained_on,
+        };
+        Ok((metadata, defaults))
+    }
+}
+
+fn invalid(key: &'static str, value: &str, why: &str) -> MetadataError {
+    MetadataError::Invalid { key, value: value.to_string(), why: why.to_string() }
+}
+
+fn parse_labels(text: &str) -> Result<[ClassLabel; 8], MetadataError> {
+    let parsed = text
+        .split(',')
+        .map(|s| s.trim().parse::<ClassLabel>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("mammo.labels", text, &e.to_string()))?;
+    let labels: [ClassLabel; 8] = parsed
+        .try_into()
+        .map_err(|v: Vec<_>| invalid("mammo.labels", text, &format!("expected 8 labels, got {}", v.len())))?;
+    let mut sorted = labels;
+    sorted.sort();
+    if sorted != ClassLabel::ALL {
+        return Err(invalid("mammo.labels", text, "each of the eight classes must appear once"));
+    }
+    Ok(labels)
+}
+
+/// `224` (square) or `224,224` / `224x224` (height, width).
+fn parse_size(text: &str) -> Result<(u32, u32), MetadataError> {
+    let parts: Vec<&str> = text.split([',', 'x']).map(str::trim).collect();
+    let nums: Option<Vec<u32>> = parts.iter().map(|p| p.parse().ok().filter(|n| (8..=4096).contains(n))).collect();
+    match nums.as_deref() {
+        Some([side]) => Ok((*side, *side)),
+        Some([h, w]) => Ok((*h, *w)),
+        _ => Err(invalid("mammo.input_size", text, "expected `S` or `H,W` with sides in 8..=4096")),
+    }
+}
+
+fn parse_triple(key: &'static str, text: &str) -> Result<[f32; 3], MetadataError> {
+    let nums: Option<Vec<f32>> = text
+        .split(',')
+        .map(|p| p.trim().parse().ok().filter(|v: &f32| v.is_finite()))
+        .collect();
+    nums.and_then(|v| v.try_into().ok())
+        .ok_or_else(|| invalid(key, text, "expected three comma-separated numbers"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn complete() -> HashMap<String, String> {
+        props(&[
+            ("mammo.labels", "D1B,D1M,D2B,D2M,D3B,D3M,D4B,D4M"),
+            ("mammo.input_size", "224"),
+            ("mammo.mean", "0.485,0.456,0.406"),
+            ("mammo.std", "0.229,0.224,0.225"),
+            ("mammo.resize", "bilinear"),
+            ("mammo.malignancy_threshold", "0.31"),
+            ("mammo.version", "1.2.0"),
+            ("mammo.arch", "efficientnet_b0"),
+            ("mammo.trained_on", "dphi"),
+        ])
+    }
+
+    #[test]
+    fn parses_a_complete_contract() {
+        let (m, defaults) = ModelMetadata::from_props(&complete()).unwrap();
+        assert!(defaults.is_empty());
+        assert_eq!(m.labels, ClassLabel::ALL);
+        assert_eq!((m.preprocessing.height, m.preprocessing.width), (224, 224));
+        assert_eq!(m.preprocessing.std, [0.229, 0.224, 0.225]);
+        assert_eq!(m.malignancy_threshold, 0.31);
+        assert_eq!(m.version, "1.2.0");
+    }
+
+    #[test]
+    fn label_order_and_aliases_follow_the_model() {
+        let mut p = complete();
+        p.insert(
+            "mammo.labels".into(),
+            "Density4Malignant,D1B,D1M,D2B,D2M,D3B,D3M,D4B".into(),
+        );
+        let (m, _) = ModelMetadata::from_props(&p).unwrap();
+        assert_eq!(m.labels[0].code(), "D4M");
+        assert_eq!(m.labels[1].code(), "D1B");
+    }
+
+    #[test]
+    fn optional_properties_default_with_a_note() {
+        let mut p = complete();
+        p.remove("mammo.malignancy_threshold");
+        p.remove("mammo.version");
+        let (m, defaults) = ModelMetadata::from_props(&p).unwrap();
+        assert_eq!(m.malignancy_threshold, DEFAULT_THRESHOLD);
+        assert_eq!(m.version, "unknown");
+        assert_eq!(defaults.len(), 2);
+    }
+
+    #[test]
+    fn required_and_malformed_properties_are_errors() {
+        let mut p = complete();
+        p.remove("mammo.mean");
+        assert_eq!(ModelMetadata::from_props(&p).unwrap_err(), MetadataError::Missing("mammo.mean"));
+        for (key, bad) in [
+            ("mammo.labels", "D1B,D1M,D2B,D2M,D3B,D3M,D4B"),
+            ("mammo.labels", "D1B,D1B,D2B,D2M,D3B,D3M,D4B,D4M"),
+            ("mammo.input_size", "big"),
+            ("mammo.std", "0.2,0,0.2"),
+            ("mammo.mean", "0.4,0.4"),
+            ("mammo.resize", "lanczos9"),
+            ("mammo.malignancy_threshold", "1.5"),
+        ] {
+            let mut p = complete();
+            p.insert(key.into(), bad.into());
+            let err = ModelMetadata::from_props(&p).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}={bad}: {err}");
+        }
+        let mut p = complete();
+        p.insert("mammo.input_size".into(), "256,192".into());
+        let (m, _) = ModelMetadata::from_props(&p).unwrap();
+        assert_eq!((m.preprocessing.height, m.preprocessing.width), (256, 192));
+    }
+}

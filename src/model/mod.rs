@@ -1,0 +1,9 @@
+//! Meaning of the model's outputs: the metadata contract, labels, softmax, marginals, threshold.
+
+pub mod labels;
+pub mod metadata;
+pub mod postprocess;
+
+pub use labels::ClassLabel;
+pub use metadata::ModelMetadata;
+pub use postprocess::{interpret, Prediction};

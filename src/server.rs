@@ -1,0 +1,109 @@
+//! Start-up and shutdown: check the library and model, bind, load the model in the
+//! background (ready only after warm-up), serve until SIGTERM/SIGINT, drain in-flight requests.
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::{self, Engine};
+use anyhow::{bail, Context};
+use ort::environment::Environment;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+
+/// A bound server whose model is not loaded yet.
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    state: AppState,
+    environment: Environment,
+}
+
+impl Server {
+    /// Validates the configuration, loads the ONNX Runtime library, checks that the model file
+    /// exists and binds the listener. Fails fast, with a message naming the fix, on any of them.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        config.validate()?;
+        let environment = engine::environment(&config.ort_lib)?;
+        if !config.model.is_file() {
+            bail!(
+                "model file {} not found: pass --model (or MAMMO_MODEL) with an ONNX file that follows the model contract",
+                config.model.display()
+            );
+        }
+        let address = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(address).await.with_context(|| format!("could not listen on {address}"))?;
+        let state = AppState::new(&config);
+        Ok(Server { config, listener, state, environment })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// A handle that loads and warms up the model, then marks the server ready.
+    pub fn loader(&self) -> Loader {
+        Loader { config: self.config.clone(), state: self.state.clone(), environment: self.environment.clone() }
+    }
+
+    /// Serves HTTP until `shutdown` resolves, then stops accepting and waits for in-flight
+    /// requests to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = api::router(self.state, &self.config);
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.context("server error")
+    }
+}
+
+/// Loads the model for a [`Server`].
+pub struct Loader {
+    config: Config,
+    state: AppState,
+    environment: Environment,
+}
+
+impl Loader {
+    /// Loads and warms up the model on a blocking thread; the server is ready when this returns `Ok`.
+    pub async fn load(self) -> anyhow::Result<()> {
+        let Loader { config, state, environment } = self;
+        let engine_config = config.engine();
+        let engine = tokio::task::spawn_blocking(move || Engine::load(&environment, &engine_config))
+            .await
+            .context("model loading panicked")??;
+        state.set_engine(engine);
+        Ok(())
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT. A model that fails to load stops the process.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    tracing::info!(address = %server.local_addr(), "listening; loading the model");
+    let loader = server.loader();
+    let serving = tokio::spawn(server.serve(shutdown_signal()));
+    let serving_abort = serving.abort_handle();
+    if let Err(e) = loader.load().await {
+        serving_abort.abort();
+        return Err(e);
+    }
+    tracing::info!("ready");
+    serving.await.context("server task failed")??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT: finishing in-flight requests"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+    }
+}
