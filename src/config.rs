@@ -17,7 +17,12 @@ const MAX_DECODE_ALLOC: u64 = 512 << 20;
 
 /// Server configuration.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "mammo-serve", version, about = "HTTP inference service for mammogram breast density and malignancy (decision support, not a diagnosis)")]
+#[command(
+    name = "mammo-serve",
+    version,
+    args_override_self = true,
+    about = "HTTP inference service for mammogram breast density and malignancy (decision support, not a diagnosis)"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "MAMMO_HOST", default_value = "127.0.0.1")]
@@ -92,13 +97,20 @@ impl Config {
             return Err(ConfigError(format!("{flag} must be at least 1")));
         }
         if self.fp16 && matches!(self.device, Device::Cpu | Device::Cuda) {
-            return Err(ConfigError("--fp16 applies to TensorRT: use it with --device tensorrt or auto".into()));
+            return Err(ConfigError(
+                "--fp16 applies to TensorRT: use it with --device tensorrt or auto".into(),
+            ));
         }
         if !(self.request_timeout.is_finite() && self.request_timeout > 0.0) {
-            return Err(ConfigError("--request-timeout must be a positive number of seconds".into()));
+            return Err(ConfigError(
+                "--request-timeout must be a positive number of seconds".into(),
+            ));
         }
         if self.max_image_side < DecodeLimits::default().min_side {
-            return Err(ConfigError(format!("--max-image-side must be at least {}", DecodeLimits::default().min_side)));
+            return Err(ConfigError(format!(
+                "--max-image-side must be at least {}",
+                DecodeLimits::default().min_side
+            )));
         }
         Ok(())
     }
@@ -108,7 +120,10 @@ impl Config {
         EngineConfig {
             model: self.model.clone(),
             device: self.device,
-            gpu: GpuOptions { fp16: self.fp16, trt_cache_dir: self.trt_cache_dir.clone() },
+            gpu: GpuOptions {
+                fp16: self.fp16,
+                trt_cache_dir: self.trt_cache_dir.clone(),
+            },
             intra_threads: self.intra_threads,
             warmup_runs: self.warmup_runs,
             max_queue_size: self.max_queue_size,
@@ -118,7 +133,11 @@ impl Config {
 
     /// Decoding bounds for uploaded images.
     pub fn decode_limits(&self) -> DecodeLimits {
-        DecodeLimits { max_side: self.max_image_side, max_alloc: MAX_DECODE_ALLOC, ..DecodeLimits::default() }
+        DecodeLimits {
+            max_side: self.max_image_side,
+            max_alloc: MAX_DECODE_ALLOC,
+            ..DecodeLimits::default()
+        }
     }
 
     /// The request timeout as a duration.
@@ -147,9 +166,15 @@ mod tests {
 
     #[test]
     fn contradictions_are_refused() {
-        assert!(parse(&["--device", "cpu", "--fp16"]).validate().unwrap_err().to_string().contains("--fp16"));
+        assert!(parse(&["--device", "cpu", "--fp16"])
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--fp16"));
         assert!(parse(&["--max-batch-items", "0"]).validate().is_err());
         assert!(parse(&["--request-timeout", "0"]).validate().is_err());
-        parse(&["--device", "tensorrt", "--fp16"]).validate().unwrap();
+        parse(&["--device", "tensorrt", "--fp16"])
+            .validate()
+            .unwrap();
     }
 }

@@ -13,7 +13,12 @@ enum LogFormat {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "mammo-serve", version, about = "HTTP inference service for mammogram breast density and malignancy (decision support, not a diagnosis)")]
+#[command(
+    name = "mammo-serve",
+    version,
+    args_override_self = true,
+    about = "HTTP inference service for mammogram breast density and malignancy (decision support, not a diagnosis)"
+)]
 struct Cli {
     #[command(flatten)]
     config: Config,
@@ -34,8 +39,11 @@ fn main() -> ExitCode {
         print!("{}", mammo_serve::api::openapi_json());
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),

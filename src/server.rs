@@ -31,26 +31,45 @@ impl Server {
             );
         }
         let address = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(address).await.with_context(|| format!("could not listen on {address}"))?;
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("could not listen on {address}"))?;
         let state = AppState::new(&config);
-        Ok(Server { config, listener, state, environment })
+        Ok(Server {
+            config,
+            listener,
+            state,
+            environment,
+        })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// A handle that loads and warms up the model, then marks the server ready.
     pub fn loader(&self) -> Loader {
-        Loader { config: self.config.clone(), state: self.state.clone(), environment: self.environment.clone() }
+        Loader {
+            config: self.config.clone(),
+            state: self.state.clone(),
+            environment: self.environment.clone(),
+        }
     }
 
     /// Serves HTTP until `shutdown` resolves, then stops accepting and waits for in-flight
     /// requests to finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let app = api::router(self.state, &self.config);
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.context("server error")
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server error")
     }
 }
 
@@ -64,11 +83,16 @@ pub struct Loader {
 impl Loader {
     /// Loads and warms up the model on a blocking thread; the server is ready when this returns `Ok`.
     pub async fn load(self) -> anyhow::Result<()> {
-        let Loader { config, state, environment } = self;
+        let Loader {
+            config,
+            state,
+            environment,
+        } = self;
         let engine_config = config.engine();
-        let engine = tokio::task::spawn_blocking(move || Engine::load(&environment, &engine_config))
-            .await
-            .context("model loading panicked")??;
+        let engine =
+            tokio::task::spawn_blocking(move || Engine::load(&environment, &engine_config))
+                .await
+                .context("model loading panicked")??;
         state.set_engine(engine);
         Ok(())
     }
@@ -94,14 +118,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = interrupt.await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
     tokio::select! {
         _ = interrupt => tracing::info!("SIGINT: finishing in-flight requests"),
         _ = terminate.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),

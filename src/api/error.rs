@@ -87,9 +87,15 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status(), axum::Json(self.problem())).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }
@@ -98,7 +104,9 @@ impl IntoResponse for ApiError {
 impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         match e {
-            ImageError::Empty | ImageError::UnknownFormat | ImageError::Corrupt { .. } => ApiError::BadRequest(e.to_string()),
+            ImageError::Empty | ImageError::UnknownFormat | ImageError::Corrupt { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
             ImageError::Unusable(_) => ApiError::Unprocessable(e.to_string()),
         }
     }
@@ -109,7 +117,9 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Overloaded(_) => ApiError::Overloaded(format!("{e}; retry shortly")),
             EngineError::Stopped => ApiError::Unavailable(e.to_string()),
-            EngineError::Startup(_) | EngineError::Inference(_) => ApiError::Internal(e.to_string()),
+            EngineError::Startup(_) | EngineError::Inference(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

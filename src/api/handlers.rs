@@ -2,7 +2,10 @@
 
 use super::error::{ApiError, Problem};
 use super::state::AppState;
-use super::types::{BatchRequest, BatchResponse, BatchResult, Health, ModelDescription, ModelRef, PredictResponse, Timing, NOTICE};
+use super::types::{
+    BatchRequest, BatchResponse, BatchResult, Health, ModelDescription, ModelRef, PredictResponse,
+    Timing, NOTICE,
+};
 use crate::engine::{Engine, Inference};
 use crate::model::interpret;
 use axum::body::Bytes;
@@ -37,13 +40,22 @@ pub struct BatchUpload {
 /// The media type of a request, lower-cased, without parameters; `None` when absent.
 fn media_type(request: &Request) -> Option<String> {
     let value = request.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Maps an axum body or multipart rejection (which knows its status) to our problem.
 fn rejected(status: StatusCode, text: String, limit: &str) -> ApiError {
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!("the request body is larger than the {limit} limit")),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("the request body is larger than the {limit} limit"))
+        }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedType(text),
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(text),
         _ => ApiError::BadRequest(text),
@@ -55,7 +67,11 @@ fn millis(d: std::time::Duration) -> f64 {
 }
 
 fn timing(inference: &Inference, started: Instant) -> Timing {
-    Timing { queue: millis(inference.queue), inference: millis(inference.inference), total: millis(started.elapsed()) }
+    Timing {
+        queue: millis(inference.queue),
+        inference: millis(inference.inference),
+        total: millis(started.elapsed()),
+    }
 }
 
 /// Classify one mammogram.
@@ -77,14 +93,21 @@ fn timing(inference: &Inference, started: Instant) -> Timing {
         (status = 503, description = "Model not loaded yet, or the request ran past --request-timeout; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn predict(State(state): State<AppState>, request: Request) -> Result<Json<PredictResponse>, ApiError> {
+pub async fn predict(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<PredictResponse>, ApiError> {
     let started = Instant::now();
     let engine = state.engine()?.clone();
     let bytes = read_single_image(request, &state).await?;
     let tensor = state.tensor(bytes, &engine).await?;
     let inference = engine.infer(tensor, 1).await?;
     let prediction = interpret(&inference.logits[0], &engine.info().metadata);
-    Ok(Json(PredictResponse::new(prediction, engine.info(), timing(&inference, started))))
+    Ok(Json(PredictResponse::new(
+        prediction,
+        engine.info(),
+        timing(&inference, started),
+    )))
 }
 
 async fn read_single_image(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
@@ -108,7 +131,9 @@ async fn read_single_image(request: Request, state: &AppState) -> Result<Bytes, 
 }
 
 async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state).await.map_err(|e| rejected(e.status(), e.body_text(), "--max-body-bytes"))
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|e| rejected(e.status(), e.body_text(), "--max-body-bytes"))
 }
 
 /// Classify many mammograms; one bad item never fails the others.
@@ -130,7 +155,10 @@ async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
         (status = 503, description = "Model not loaded yet, or past --request-timeout; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn batch(State(state): State<AppState>, request: Request) -> Result<Json<BatchResponse>, ApiError> {
+pub async fn batch(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<BatchResponse>, ApiError> {
     let started = Instant::now();
     let engine = state.engine()?.clone();
     let items = read_batch(request, &state).await?;
@@ -149,11 +177,18 @@ pub async fn batch(State(state): State<AppState>, request: Request) -> Result<Js
         .collect();
     let mut decoded = Vec::with_capacity(jobs.len());
     for (id, job) in jobs {
-        let tensor = job.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("decoding task failed: {e}"))));
+        let tensor = job
+            .await
+            .unwrap_or_else(|e| Err(ApiError::Internal(format!("decoding task failed: {e}"))));
         decoded.push((id, tensor));
     }
 
-    let good: Vec<f32> = decoded.iter().filter_map(|(_, t)| t.as_ref().ok()).flatten().copied().collect();
+    let good: Vec<f32> = decoded
+        .iter()
+        .filter_map(|(_, t)| t.as_ref().ok())
+        .flatten()
+        .copied()
+        .collect();
     let n_good = decoded.iter().filter(|(_, t)| t.is_ok()).count();
     let inference = if n_good > 0 {
         Some(engine.infer(good, n_good).await?)
@@ -167,19 +202,44 @@ pub async fn batch(State(state): State<AppState>, request: Request) -> Result<Js
         .into_iter()
         .map(|(id, tensor)| match (tensor, &inference) {
             (Ok(_), Some(inf)) => {
-                let row = logits.next().expect("the engine returns one row per decoded item");
-                let prediction = PredictResponse::new(interpret(row, &info.metadata), info, timing(inf, started));
-                BatchResult { id, ok: true, prediction: Some(prediction), error: None }
+                let row = logits
+                    .next()
+                    .expect("the engine returns one row per decoded item");
+                let prediction = PredictResponse::new(
+                    interpret(row, &info.metadata),
+                    info,
+                    timing(inf, started),
+                );
+                BatchResult {
+                    id,
+                    ok: true,
+                    prediction: Some(prediction),
+                    error: None,
+                }
             }
             (Ok(_), None) => unreachable!("inference runs whenever an item decoded"),
-            (Err(e), _) => BatchResult { id, ok: false, prediction: None, error: Some(e.problem()) },
+            (Err(e), _) => BatchResult {
+                id,
+                ok: false,
+                prediction: None,
+                error: Some(e.problem()),
+            },
         })
         .collect();
     let timing_ms = inference.as_ref().map_or(
-        Timing { queue: 0.0, inference: 0.0, total: millis(started.elapsed()) },
+        Timing {
+            queue: 0.0,
+            inference: 0.0,
+            total: millis(started.elapsed()),
+        },
         |inf| timing(inf, started),
     );
-    Ok(Json(BatchResponse { results, model: ModelRef::from(info), timing_ms, notice: NOTICE.to_string() }))
+    Ok(Json(BatchResponse {
+        results,
+        model: ModelRef::from(info),
+        timing_ms,
+        notice: NOTICE.to_string(),
+    }))
 }
 
 /// Batch items as (id, bytes or that item's problem), in request order.
@@ -188,7 +248,11 @@ type BatchItems = Vec<(String, Result<Bytes, ApiError>)>;
 async fn read_batch(request: Request, state: &AppState) -> Result<BatchItems, ApiError> {
     let limit = "--max-batch-body-bytes";
     let max_items = state.max_batch_items();
-    let too_many = || ApiError::TooLarge(format!("the batch has more than {max_items} items (--max-batch-items)"));
+    let too_many = || {
+        ApiError::TooLarge(format!(
+            "the batch has more than {max_items} items (--max-batch-items)"
+        ))
+    };
     match media_type(&request).as_deref() {
         Some("multipart/form-data") => {
             let mut form = Multipart::from_request(request, state).await.map_err(|e| rejected(e.status(), e.body_text(), limit))?;
@@ -224,7 +288,8 @@ async fn read_batch(request: Request, state: &AppState) -> Result<BatchItems, Ap
 fn decode_base64(text: &str) -> Result<Bytes, ApiError> {
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
     engine
         .decode(text.trim())
@@ -235,7 +300,11 @@ fn decode_base64(text: &str) -> Result<Bytes, ApiError> {
 /// Liveness: answers while the process serves HTTP, loaded or not.
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Health)))]
 pub async fn live() -> Json<Health> {
-    Json(Health { status: "alive".into(), execution_provider: None, model: None })
+    Json(Health {
+        status: "alive".into(),
+        execution_provider: None,
+        model: None,
+    })
 }
 
 /// Readiness: 200 once the model is loaded and warmed up, 503 before.
@@ -270,7 +339,14 @@ fn health_report(state: &AppState) -> (StatusCode, Json<Health>) {
                 model: Some(ModelRef::from(engine.info())),
             }),
         ),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "loading".into(), execution_provider: None, model: None })),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "loading".into(),
+                execution_provider: None,
+                model: None,
+            }),
+        ),
     }
 }
 
@@ -295,7 +371,15 @@ pub async fn not_found(request: Request) -> impl IntoResponse {
         kind: "about:blank".into(),
         title: "Not Found".into(),
         status: 404,
-        detail: format!("no route for {} {}; see /docs", request.method(), request.uri().path()),
+        detail: format!(
+            "no route for {} {}; see /docs",
+            request.method(),
+            request.uri().path()
+        ),
     };
-    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/problem+json")], Json(problem))
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        Json(problem),
+    )
 }

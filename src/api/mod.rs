@@ -43,7 +43,9 @@ pub struct ApiDoc;
 
 /// The committed document's text: `ApiDoc` as pretty JSON with a final newline.
 pub fn openapi_json() -> String {
-    let mut text = ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises");
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
     text.push('\n');
     text
 }
@@ -53,11 +55,19 @@ pub fn router(state: AppState, config: &Config) -> Router {
     let timeout_secs = config.request_timeout;
     // Inference routes share one concurrency limit; beyond it requests are shed with 429.
     let inference = Router::new()
-        .route("/predict", post(handlers::predict).layer(DefaultBodyLimit::max(config.max_body_bytes)))
-        .route("/batch", post(handlers::batch).layer(DefaultBodyLimit::max(config.max_batch_body_bytes)))
+        .route(
+            "/predict",
+            post(handlers::predict).layer(DefaultBodyLimit::max(config.max_body_bytes)),
+        )
+        .route(
+            "/batch",
+            post(handlers::batch).layer(DefaultBodyLimit::max(config.max_batch_body_bytes)),
+        )
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |e| middleware_error(e, timeout_secs)))
+                .layer(HandleErrorLayer::new(move |e| {
+                    middleware_error(e, timeout_secs)
+                }))
                 .timeout(config.request_timeout())
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency)),
@@ -85,16 +95,26 @@ pub fn router(state: AppState, config: &Config) -> Router {
 
 /// One span per request, named by method, path and `x-request-id`; bodies are never logged.
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
-    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
 }
 
 /// Errors raised by the middleware (shedding, timeout) as problems.
 async fn middleware_error(error: BoxError, secs: f64) -> Response {
     if error.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::Overloaded("too many requests in flight (--max-concurrency); retry shortly".into()).into_response()
+        ApiError::Overloaded(
+            "too many requests in flight (--max-concurrency); retry shortly".into(),
+        )
+        .into_response()
     } else if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Unavailable(format!("the request did not complete within {secs} s (--request-timeout)")).into_response()
+        ApiError::Unavailable(format!(
+            "the request did not complete within {secs} s (--request-timeout)"
+        ))
+        .into_response()
     } else {
         ApiError::Internal(format!("middleware error: {error}")).into_response()
     }

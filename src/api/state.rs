@@ -45,10 +45,11 @@ impl AppState {
 
     /// The engine, or 503 while the model is still loading.
     pub fn engine(&self) -> Result<&Engine, ApiError> {
-        self.inner
-            .engine
-            .get()
-            .ok_or_else(|| ApiError::Unavailable("the model is still loading; retry when /health/ready answers 200".into()))
+        self.inner.engine.get().ok_or_else(|| {
+            ApiError::Unavailable(
+                "the model is still loading; retry when /health/ready answers 200".into(),
+            )
+        })
     }
 
     /// Whether the model is loaded and warmed up.

@@ -49,7 +49,11 @@ pub struct ModelRef {
 
 impl From<&ModelInfo> for ModelRef {
     fn from(m: &ModelInfo) -> Self {
-        ModelRef { name: m.name.clone(), version: m.metadata.version.clone(), sha256: m.sha256.clone() }
+        ModelRef {
+            name: m.name.clone(),
+            version: m.metadata.version.clone(),
+            sha256: m.sha256.clone(),
+        }
     }
 }
 
@@ -159,8 +163,20 @@ impl From<&ModelInfo> for ModelDescription {
             size_bytes: m.size_bytes,
             arch: m.metadata.arch.clone(),
             trained_on: m.metadata.trained_on.clone(),
-            labels: m.metadata.labels.iter().map(|l| l.code().to_string()).collect(),
-            input: ModelInput { height: p.height, width: p.width, channels: 3, mean: p.mean, std: p.std, resize: p.resize.name().into() },
+            labels: m
+                .metadata
+                .labels
+                .iter()
+                .map(|l| l.code().to_string())
+                .collect(),
+            input: ModelInput {
+                height: p.height,
+                width: p.width,
+                channels: 3,
+                mean: p.mean,
+                std: p.std,
+                resize: p.resize.name().into(),
+            },
             malignancy_threshold: m.metadata.malignancy_threshold,
             execution_provider: m.provider.name().into(),
             fp16: m.fp16,

@@ -93,7 +93,10 @@ impl Engine {
         let mut opened = session::open(env, config)?;
         let metadata = read_metadata(&opened.session)?;
         let info = ModelInfo {
-            name: config.model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned()),
+            name: config
+                .model
+                .file_stem()
+                .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned()),
             path: config.model.clone(),
             sha256,
             size_bytes,
@@ -104,17 +107,33 @@ impl Engine {
         let p = &info.metadata.preprocessing;
         let zeros = vec![0.0f32; p.tensor_len()];
         for _ in 0..config.warmup_runs.max(1) {
-            session::run(&mut opened.session, &opened.input_name, &zeros, 1, p.height, p.width)?;
+            session::run(
+                &mut opened.session,
+                &opened.input_name,
+                &zeros,
+                1,
+                p.height,
+                p.width,
+            )?;
         }
         tracing::info!(model = %info.path.display(), provider = info.provider.name(), version = %info.metadata.version, "model loaded and warmed up");
 
         let (tx, rx) = mpsc::channel(config.max_queue_size.max(1));
-        let worker = Worker { opened, height: p.height, width: p.width, per_image: p.tensor_len(), max_batch: config.max_batch_size.max(1) };
+        let worker = Worker {
+            opened,
+            height: p.height,
+            width: p.width,
+            per_image: p.tensor_len(),
+            max_batch: config.max_batch_size.max(1),
+        };
         std::thread::Builder::new()
             .name("mammo-engine".into())
             .spawn(move || worker.serve(rx))
             .map_err(|e| EngineError::Startup(format!("could not start the engine thread: {e}")))?;
-        Ok(Engine { info: Arc::new(info), jobs: tx })
+        Ok(Engine {
+            info: Arc::new(info),
+            jobs: tx,
+        })
     }
 
     /// The loaded model.
@@ -126,7 +145,12 @@ impl Engine {
     /// [`EngineError::Overloaded`] when the queue is full.
     pub async fn infer(&self, input: Vec<f32>, n: usize) -> Result<Inference, EngineError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { input, n, enqueued: Instant::now(), reply };
+        let job = Job {
+            input,
+            n,
+            enqueued: Instant::now(),
+            reply,
+        };
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EngineError::Overloaded(self.jobs.max_capacity()),
             mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
@@ -162,20 +186,32 @@ impl Worker {
 
     fn run(&mut self, input: &[f32], n: usize) -> Result<Vec<[f32; CLASSES]>, EngineError> {
         if input.len() != n * self.per_image {
-            return Err(EngineError::Inference(format!("got {} floats for {n} images of {}", input.len(), self.per_image)));
+            return Err(EngineError::Inference(format!(
+                "got {} floats for {n} images of {}",
+                input.len(),
+                self.per_image
+            )));
         }
         let mut logits = Vec::with_capacity(n);
         for chunk in input.chunks(self.max_batch * self.per_image) {
             let images = chunk.len() / self.per_image;
             let o = &mut self.opened;
-            logits.extend(session::run(&mut o.session, &o.input_name, chunk, images, self.height, self.width)?);
+            logits.extend(session::run(
+                &mut o.session,
+                &o.input_name,
+                chunk,
+                images,
+                self.height,
+                self.width,
+            )?);
         }
         Ok(logits)
     }
 }
 
 fn read_metadata(session: &ort::session::Session) -> Result<ModelMetadata, EngineError> {
-    let unreadable = |e: ort::Error| EngineError::Startup(format!("could not read the model's metadata: {e}"));
+    let unreadable =
+        |e: ort::Error| EngineError::Startup(format!("could not read the model's metadata: {e}"));
     let metadata = session.metadata().map_err(unreadable)?;
     let props: HashMap<String, String> = metadata
         .custom_keys()
@@ -183,7 +219,8 @@ fn read_metadata(session: &ort::session::Session) -> Result<ModelMetadata, Engin
         .into_iter()
         .filter_map(|key| metadata.custom(&key).map(|value| (key, value)))
         .collect();
-    let (parsed, defaults) = ModelMetadata::from_props(&props).map_err(|e| EngineError::Startup(e.to_string()))?;
+    let (parsed, defaults) =
+        ModelMetadata::from_props(&props).map_err(|e| EngineError::Startup(e.to_string()))?;
     for note in defaults {
         tracing::warn!("{note}");
     }
@@ -191,7 +228,9 @@ fn read_metadata(session: &ort::session::Session) -> Result<ModelMetadata, Engin
 }
 
 fn file_sha256(path: &std::path::Path) -> Result<(String, u64), EngineError> {
-    let unreadable = |e: std::io::Error| EngineError::Startup(format!("could not read model file {}: {e}", path.display()));
+    let unreadable = |e: std::io::Error| {
+        EngineError::Startup(format!("could not read model file {}: {e}", path.display()))
+    };
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let mut hasher = Sha256::new();
     let size = std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;

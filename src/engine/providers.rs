@@ -73,7 +73,11 @@ impl Provider {
     }
 }
 
-fn register<E: ExecutionProvider>(provider: Provider, ep: E, builder: &mut SessionBuilder) -> Result<(), String> {
+fn register<E: ExecutionProvider>(
+    provider: Provider,
+    ep: E,
+    builder: &mut SessionBuilder,
+) -> Result<(), String> {
     let available = E::is_available().map_err(|e| e.to_string())?;
     if !available {
         return Err(format!(
@@ -81,10 +85,15 @@ fn register<E: ExecutionProvider>(provider: Provider, ep: E, builder: &mut Sessi
              onnxruntime-gpu==1.31.1 wheel (with CUDA 13, cuDNN 9{})",
             provider.name(),
             provider.library(),
-            if provider == Provider::TensorRt { ", TensorRT 10" } else { "" }
+            if provider == Provider::TensorRt {
+                ", TensorRT 10"
+            } else {
+                ""
+            }
         ));
     }
-    ep.register(builder).map_err(|e| format!("{} could not be registered: {e}", provider.name()))
+    ep.register(builder)
+        .map_err(|e| format!("{} could not be registered: {e}", provider.name()))
 }
 
 impl Device {

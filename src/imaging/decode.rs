@@ -43,7 +43,11 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_side: 10_000, min_side: 32, max_alloc: 1 << 30 }
+        DecodeLimits {
+            max_side: 10_000,
+            min_side: 32,
+            max_alloc: 1 << 30,
+        }
     }
 }
 
@@ -66,7 +70,10 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Image
         return Err(ImageError::Empty);
     }
     let format = sniff(bytes).ok_or(ImageError::UnknownFormat)?;
-    let corrupt = |e: image::ImageError| ImageError::Corrupt { format, reason: e.to_string() };
+    let corrupt = |e: image::ImageError| ImageError::Corrupt {
+        format,
+        reason: e.to_string(),
+    };
     let reader = || ImageReader::with_format(Cursor::new(bytes), format.to_image_format());
 
     let (width, height) = reader().into_dimensions().map_err(corrupt)?;
@@ -120,16 +127,33 @@ mod tests {
     fn empty_unknown_and_corrupt_bytes_are_told_apart() {
         let limits = DecodeLimits::default();
         assert_eq!(decode(b"", &limits).unwrap_err(), ImageError::Empty);
-        assert_eq!(decode(b"hello", &limits).unwrap_err(), ImageError::UnknownFormat);
+        assert_eq!(
+            decode(b"hello", &limits).unwrap_err(),
+            ImageError::UnknownFormat
+        );
         let broken = b"\x89PNG\r\n\x1a\nthis is not a png";
-        assert!(matches!(decode(broken, &limits).unwrap_err(), ImageError::Corrupt { format: ImageFormat::Png, .. }));
+        assert!(matches!(
+            decode(broken, &limits).unwrap_err(),
+            ImageError::Corrupt {
+                format: ImageFormat::Png,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn dimensions_outside_the_limits_are_unusable() {
-        let limits = DecodeLimits { max_side: 100, min_side: 10, max_alloc: 1 << 20 };
+        let limits = DecodeLimits {
+            max_side: 100,
+            min_side: 10,
+            max_alloc: 1 << 20,
+        };
         assert!(check_dimensions(100, 10, &limits).is_ok());
-        assert!(matches!(check_dimensions(101, 50, &limits), Err(ImageError::Unusable(m)) if m.contains("101×50")));
-        assert!(matches!(check_dimensions(50, 9, &limits), Err(ImageError::Unusable(m)) if m.contains("at least 10")));
+        assert!(
+            matches!(check_dimensions(101, 50, &limits), Err(ImageError::Unusable(m)) if m.contains("101×50"))
+        );
+        assert!(
+            matches!(check_dimensions(50, 9, &limits), Err(ImageError::Unusable(m)) if m.contains("at least 10"))
+        );
     }
 }

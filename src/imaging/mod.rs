@@ -27,7 +27,11 @@ pub enum ImageError {
 }
 
 /// Decodes `bytes` and preprocesses them into the model's input tensor (CHW, `3*H*W` floats).
-pub fn to_tensor(bytes: &[u8], limits: &DecodeLimits, preprocessing: &Preprocessing) -> Result<Vec<f32>, ImageError> {
+pub fn to_tensor(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    preprocessing: &Preprocessing,
+) -> Result<Vec<f32>, ImageError> {
     let image = decode(bytes, limits)?;
     Ok(preprocess(&image, preprocessing))
 }

@@ -95,7 +95,13 @@ mod tests {
     use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 
     fn prep(size: u32) -> Preprocessing {
-        Preprocessing { height: size, width: size, mean: [0.5, 0.25, 0.0], std: [0.5, 0.25, 1.0], resize: ResizeFilter::Bilinear }
+        Preprocessing {
+            height: size,
+            width: size,
+            mean: [0.5, 0.25, 0.0],
+            std: [0.5, 0.25, 1.0],
+            resize: ResizeFilter::Bilinear,
+        }
     }
 
     #[test]
@@ -126,22 +132,37 @@ mod tests {
         });
         let a = preprocess(&DynamicImage::ImageLuma8(grey), &prep(4));
         let b = preprocess(&DynamicImage::ImageRgb8(rgb), &prep(4));
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(worst < 1e-5, "{worst}");
     }
 
     #[test]
     fn resizes_to_the_model_input() {
         let img = GrayImage::from_pixel(300, 500, Luma([128]));
-        let p = Preprocessing { height: 20, width: 10, ..prep(0) };
+        let p = Preprocessing {
+            height: 20,
+            width: 10,
+            ..prep(0)
+        };
         let t = preprocess(&DynamicImage::ImageLuma8(img), &p);
         assert_eq!(t.len(), 3 * 20 * 10);
-        assert!(t.iter().take(200).all(|v| (v - (128.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5));
+        assert!(t
+            .iter()
+            .take(200)
+            .all(|v| (v - (128.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5));
     }
 
     #[test]
     fn filter_names_round_trip() {
-        for f in [ResizeFilter::Bilinear, ResizeFilter::Bicubic, ResizeFilter::Nearest] {
+        for f in [
+            ResizeFilter::Bilinear,
+            ResizeFilter::Bicubic,
+            ResizeFilter::Nearest,
+        ] {
             assert_eq!(f.name().parse::<ResizeFilter>().unwrap(), f);
         }
         assert!("lanczos".parse::<ResizeFilter>().is_err());

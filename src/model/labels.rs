@@ -113,7 +113,10 @@ mod tests {
             assert_eq!(label.density(), 3);
             assert!(label.malignant());
         }
-        assert_eq!("Density1Benign".parse::<ClassLabel>().unwrap().code(), "D1B");
+        assert_eq!(
+            "Density1Benign".parse::<ClassLabel>().unwrap().code(),
+            "D1B"
+        );
     }
 
     #[test]

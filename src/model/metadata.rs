@@ -40,7 +40,9 @@ pub const DEFAULT_THRESHOLD: f32 = 0.5;
 impl ModelMetadata {
     /// Parses the `mammo.*` properties. Returns the metadata and a note for every optional
     /// property that fell back to a default, for the caller to log.
-    pub fn from_props(props: &HashMap<String, String>) -> Result<(Self, Vec<String>), MetadataError> {
+    pub fn from_props(
+        props: &HashMap<String, String>,
+    ) -> Result<(Self, Vec<String>), MetadataError> {
         let mut defaults = Vec::new();
         let mut optional = |key: &'static str, default: &str| -> String {
             props.get(key).cloned().unwrap_or_else(|| {
@@ -60,7 +62,11 @@ impl ModelMetadata {
         let mean = parse_triple("mammo.mean", required("mammo.mean")?)?;
         let std = parse_triple("mammo.std", required("mammo.std")?)?;
         if std.iter().any(|s| *s <= 0.0) {
-            return Err(invalid("mammo.std", required("mammo.std")?, "every std must be > 0"));
+            return Err(invalid(
+                "mammo.std",
+                required("mammo.std")?,
+                "every std must be > 0",
+            ));
         }
         let resize: ResizeFilter = resize_text
             .parse()
@@ -71,11 +77,21 @@ impl ModelMetadata {
             .ok()
             .filter(|t: &f32| (0.0..=1.0).contains(t))
             .ok_or_else(|| {
-                invalid("mammo.malignancy_threshold", &threshold_text, "expected a number in [0, 1]")
+                invalid(
+                    "mammo.malignancy_threshold",
+                    &threshold_text,
+                    "expected a number in [0, 1]",
+                )
             })?;
         let metadata = ModelMetadata {
             labels,
-            preprocessing: Preprocessing { height, width, mean, std, resize },
+            preprocessing: Preprocessing {
+                height,
+                width,
+                mean,
+                std,
+                resize,
+            },
             malignancy_threshold,
             version,
             arch,
@@ -86,7 +102,11 @@ impl ModelMetadata {
 }
 
 fn invalid(key: &'static str, value: &str, why: &str) -> MetadataError {
-    MetadataError::Invalid { key, value: value.to_string(), why: why.to_string() }
+    MetadataError::Invalid {
+        key,
+        value: value.to_string(),
+        why: why.to_string(),
+    }
 }
 
 fn parse_labels(text: &str) -> Result<[ClassLabel; 8], MetadataError> {
@@ -95,13 +115,21 @@ fn parse_labels(text: &str) -> Result<[ClassLabel; 8], MetadataError> {
         .map(|s| s.trim().parse::<ClassLabel>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid("mammo.labels", text, &e.to_string()))?;
-    let labels: [ClassLabel; 8] = parsed
-        .try_into()
-        .map_err(|v: Vec<_>| invalid("mammo.labels", text, &format!("expected 8 labels, got {}", v.len())))?;
+    let labels: [ClassLabel; 8] = parsed.try_into().map_err(|v: Vec<_>| {
+        invalid(
+            "mammo.labels",
+            text,
+            &format!("expected 8 labels, got {}", v.len()),
+        )
+    })?;
     let mut sorted = labels;
     sorted.sort();
     if sorted != ClassLabel::ALL {
-        return Err(invalid("mammo.labels", text, "each of the eight classes must appear once"));
+        return Err(invalid(
+            "mammo.labels",
+            text,
+            "each of the eight classes must appear once",
+        ));
     }
     Ok(labels)
 }
@@ -109,11 +137,18 @@ fn parse_labels(text: &str) -> Result<[ClassLabel; 8], MetadataError> {
 /// `224` (square) or `224,224` / `224x224` (height, width).
 fn parse_size(text: &str) -> Result<(u32, u32), MetadataError> {
     let parts: Vec<&str> = text.split([',', 'x']).map(str::trim).collect();
-    let nums: Option<Vec<u32>> = parts.iter().map(|p| p.parse().ok().filter(|n| (8..=4096).contains(n))).collect();
+    let nums: Option<Vec<u32>> = parts
+        .iter()
+        .map(|p| p.parse().ok().filter(|n| (8..=4096).contains(n)))
+        .collect();
     match nums.as_deref() {
         Some([side]) => Ok((*side, *side)),
         Some([h, w]) => Ok((*h, *w)),
-        _ => Err(invalid("mammo.input_size", text, "expected `S` or `H,W` with sides in 8..=4096")),
+        _ => Err(invalid(
+            "mammo.input_size",
+            text,
+            "expected `S` or `H,W` with sides in 8..=4096",
+        )),
     }
 }
 
@@ -131,7 +166,10 @@ mod tests {
     use super::*;
 
     fn props(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn complete() -> HashMap<String, String> {
@@ -186,7 +224,10 @@ mod tests {
     fn required_and_malformed_properties_are_errors() {
         let mut p = complete();
         p.remove("mammo.mean");
-        assert_eq!(ModelMetadata::from_props(&p).unwrap_err(), MetadataError::Missing("mammo.mean"));
+        assert_eq!(
+            ModelMetadata::from_props(&p).unwrap_err(),
+            MetadataError::Missing("mammo.mean")
+        );
         for (key, bad) in [
             ("mammo.labels", "D1B,D1M,D2B,D2M,D3B,D3M,D4B"),
             ("mammo.labels", "D1B,D1B,D2B,D2M,D3B,D3M,D4B,D4M"),

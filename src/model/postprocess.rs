@@ -92,7 +92,13 @@ fn argmax(values: &[f64]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -131,7 +137,11 @@ pub fn interpret(logits: &[f32; 8], metadata: &ModelMetadata) -> Prediction {
             label: if is_malignant { "malignant" } else { "benign" }.to_string(),
             probability: malignant as f32,
             threshold,
-            confidence: if is_malignant { malignant } else { 1.0 - malignant } as f32,
+            confidence: if is_malignant {
+                malignant
+            } else {
+                1.0 - malignant
+            } as f32,
         },
         class: ClassCall {
             label: best_class.code().to_string(),

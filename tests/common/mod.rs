@@ -1,0 +1,235 @@
+//! Shared test harness: a real server on 127.0.0.1:0 over the real ONNX Runtime and the
+//! generated untrained test model (`make test-model`), plus fixtures and raw-socket helpers.
+#![allow(dead_code)]
+
+use clap::Parser;
+use mammo_serve::{Config, Server};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The untrained test model that `make test-model` generates.
+pub fn test_model() -> PathBuf {
+    let path = repo().join("tests/.generated/untrained-test-model.onnx");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make test-model` (or `make test`)",
+        path.display()
+    );
+    path
+}
+
+/// The ONNX Runtime library: ORT_DYLIB_PATH, else where `make setup` puts it.
+pub fn ort_lib() -> PathBuf {
+    let path = std::env::var_os("ORT_DYLIB_PATH")
+        .map_or_else(|| repo().join(".ort/lib/libonnxruntime.so"), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make setup`",
+        path.display()
+    );
+    path
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/fixtures").join(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// One JPEG per class, copied from the DPhi set (see tests/fixtures/README.md).
+pub const CLASS_FIXTURES: [&str; 8] = [
+    "d1b_Image_2.jpg",
+    "d1m_Image_3.jpg",
+    "d2b_Image_60.jpg",
+    "d2m_Image_9.jpg",
+    "d3b_Image_1.jpg",
+    "d3m_Image_31.jpg",
+    "d4b_Image_8.jpg",
+    "d4m_Image_83.jpg",
+];
+
+/// A configuration for the test model on port 0, CPU, with `extra` flags on top.
+pub fn config(extra: &[&str]) -> Config {
+    let model = test_model();
+    let lib = ort_lib();
+    let mut args: Vec<String> = [
+        "mammo-serve",
+        "--port",
+        "0",
+        "--device",
+        "cpu",
+        "--intra-threads",
+        "1",
+        "--warmup-runs",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "--model".into(),
+        model.display().to_string(),
+        "--ort-lib".into(),
+        lib.display().to_string(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::try_parse_from(args).expect("test configuration parses")
+}
+
+/// A running server; stops gracefully when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_image(&self, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/predict"))
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Binds and serves without loading the model: every prediction route answers 503.
+pub async fn start_unloaded(config: Config) -> (TestServer, mammo_serve::Loader) {
+    let server = Server::bind(config).await.expect("server binds");
+    let addr = server.local_addr();
+    let loader = server.loader();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    (
+        TestServer {
+            addr,
+            client,
+            stop: Some(stop),
+        },
+        loader,
+    )
+}
+
+/// A ready server: bound, model loaded and warmed up.
+pub async fn start(config: Config) -> TestServer {
+    let (server, loader) = start_unloaded(config).await;
+    loader.load().await.expect("model loads");
+    server
+}
+
+/// Asserts an `application/problem+json` error with `status` and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], "about:blank");
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    body
+}
+
+/// Opens a raw connection and sends a request's head and the first `sent` bytes of `body`,
+/// leaving the request in flight until [`finish_upload`].
+pub async fn start_upload(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    sent: usize,
+) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+/// Sends the rest of the body (if any) and reads the raw response: (status, body text).
+pub async fn finish_upload(mut stream: TcpStream, rest: &[u8]) -> (u16, String) {
+    if !rest.is_empty() {
+        stream.write_all(rest).await.unwrap();
+    }
+    read_response(&mut stream).await
+}
+
+/// Reads a whole `Connection: close` response: (status, body text).
+pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Reads a probability map into (key, value) pairs.
+pub fn probabilities(value: &Value) -> Vec<(String, f64)> {
+    value
+        .as_object()
+        .expect("an object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+        .collect()
+}
+
+pub fn sha256_hex(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A JPEG signature followed by bytes that are no JPEG.
+pub fn corrupt_jpeg() -> Vec<u8> {
+    [
+        &[0xFF, 0xD8, 0xFF, 0xE0][..],
+        b"\x00\x10 this is not the rest of a JPEG file",
+    ]
+    .concat()
+}

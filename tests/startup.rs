@@ -1,0 +1,244 @@
+//! The `mammo-serve` binary as operators run it: start-up errors, JSON logs, graceful SIGTERM.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mammo-serve"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MAMMO_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("ORT_DYLIB_PATH", ort_lib());
+    command.args(["--port", "0", "--intra-threads", "1"]);
+    command
+}
+
+/// Runs the binary to completion (it must exit by itself) and returns (success, stderr).
+fn run_to_exit(command: &mut Command) -> (bool, String) {
+    let output = command.stdout(Stdio::null()).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn a_missing_model_file_stops_start_up_with_its_path() {
+    let (ok, stderr) = run_to_exit(binary().args(["--model", "/nonexistent/model.onnx"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("model file /nonexistent/model.onnx not found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_onnx_runtime_library_names_the_setup_command() {
+    let (ok, stderr) = run_to_exit(
+        binary()
+            .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+            .arg("--model")
+            .arg(test_model()),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("ONNX Runtime library not found at /nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("make setup"), "{stderr}");
+}
+
+#[test]
+fn an_explicit_gpu_device_that_cannot_be_had_names_the_missing_library() {
+    for (device, library) in [
+        ("cuda", "libonnxruntime_providers_cuda.so"),
+        ("tensorrt", "libonnxruntime_providers_tensorrt.so"),
+    ] {
+        let (ok, stderr) = run_to_exit(
+            binary()
+                .args(["--device", device])
+                .arg("--model")
+                .arg(test_model()),
+        );
+        assert!(!ok, "{device} must not fall back silently");
+        assert!(stderr.contains(library), "{device}: {stderr}");
+    }
+}
+
+#[test]
+fn a_corrupt_model_file_stops_start_up() {
+    let path = std::env::temp_dir().join(format!("mammo-corrupt-{}.onnx", std::process::id()));
+    std::fs::write(&path, b"this is not an ONNX protobuf").unwrap();
+    let (ok, stderr) = run_to_exit(binary().args(["--device", "cpu"]).arg("--model").arg(&path));
+    std::fs::remove_file(&path).ok();
+    assert!(!ok);
+    assert!(stderr.contains("could not load model"), "{stderr}");
+}
+
+#[test]
+fn invalid_flag_combinations_are_refused() {
+    let (ok, stderr) = run_to_exit(
+        binary()
+            .args(["--device", "cpu", "--fp16"])
+            .arg("--model")
+            .arg(test_model()),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("--fp16"), "{stderr}");
+}
+
+#[test]
+fn help_documents_every_flag_with_its_environment_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mammo-serve"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (flag, env) in [
+        ("--host", "MAMMO_HOST"),
+        ("--port", "MAMMO_PORT"),
+        ("--model", "MAMMO_MODEL"),
+        ("--device", "MAMMO_DEVICE"),
+        ("--fp16", "MAMMO_FP16"),
+        ("--trt-cache-dir", "MAMMO_TRT_CACHE_DIR"),
+        ("--intra-threads", "MAMMO_INTRA_THREADS"),
+        ("--max-body-bytes", "MAMMO_MAX_BODY_BYTES"),
+        ("--max-batch-items", "MAMMO_MAX_BATCH_ITEMS"),
+        ("--request-timeout", "MAMMO_REQUEST_TIMEOUT"),
+        ("--max-concurrency", "MAMMO_MAX_CONCURRENCY"),
+        ("--log-format", "MAMMO_LOG_FORMAT"),
+        ("--ort-lib", "ORT_DYLIB_PATH"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(&format!("env: {env}")),
+            "{flag} / {env} not in --help:\n{help}"
+        );
+    }
+}
+
+/// A running binary with JSON logs, read line by line on a thread.
+struct Running {
+    child: Child,
+    logs: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Running {
+    fn start(extra: &[&str]) -> Running {
+        let mut child = binary()
+            .args(["--log-format", "json", "--device", "cpu"])
+            .arg("--model")
+            .arg(test_model())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line whose message contains `text`.
+    fn wait_for(&mut self, text: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.logs.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if line["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(text))
+                {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line with {text:?}; saw {:?}", self.seen);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
+    let mut server = Running::start(&[]);
+    let listening = server.wait_for("listening");
+    let addr: std::net::SocketAddr = listening["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    server.wait_for("ready");
+
+    let image = fixture("d3b_Image_1.jpg");
+    let in_flight = start_upload(addr, "/predict", "image/jpeg", &image, 200).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.wait_for("SIGTERM");
+
+    let (status, body) = finish_upload(in_flight, &image[200..]).await;
+    assert_eq!(status, 200, "the in-flight request completes: {body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no longer accepting"
+    );
+
+    // JSON logs: the request was logged in a span with its request id, and nothing logged
+    // carries image bytes.
+    while let Ok(line) = server.logs.try_recv() {
+        server.seen.push(line);
+    }
+    let request_line = server
+        .seen
+        .iter()
+        .find(|l| l["span"]["path"] == "/predict")
+        .unwrap_or_else(|| panic!("no /predict span in {:?}", server.seen));
+    assert_eq!(
+        request_line["span"]["request_id"].as_str().unwrap().len(),
+        36
+    );
+    let all_logs: String = server.seen.iter().map(|l| l.to_string()).collect();
+    assert!(
+        all_logs.len() < 20_000,
+        "logs are short: {} bytes",
+        all_logs.len()
+    );
+    assert!(!all_logs.contains("JFIF"), "no image bytes in logs");
+}
