@@ -12,18 +12,33 @@ use std::time::{Duration, Instant};
 
 fn percentiles(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
-    println!("{name:<34} p50 {:>7.2} ms   p90 {:>7.2} ms   p99 {:>7.2} ms   (n={})", at(0.5), at(0.9), at(0.99), samples.len());
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    println!(
+        "{name:<34} p50 {:>7.2} ms   p90 {:>7.2} ms   p99 {:>7.2} ms   (n={})",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        samples.len()
+    );
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let model = args.get(1).cloned().unwrap_or_else(|| mammo_serve::config::DEFAULT_MODEL.to_string());
+    let model = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| mammo_serve::config::DEFAULT_MODEL.to_string());
     let rounds: usize = args.get(2).map_or(Ok(300), |s| s.parse())?;
-    let config = Config::try_parse_from(["latency", "--port", "0", "--device", "cpu", "--model", &model])?;
+    let config = Config::try_parse_from([
+        "latency", "--port", "0", "--device", "cpu", "--model", &model,
+    ])?;
     let image = std::fs::read("tests/fixtures/d3b_Image_1.jpg")?;
-    println!("model {model}, {} cores, {rounds} rounds each, one request at a time", std::thread::available_parallelism()?);
+    println!(
+        "model {model}, {} cores, {rounds} rounds each, one request at a time",
+        std::thread::available_parallelism()?
+    );
 
     let env = engine::environment(&config.ort_lib)?;
     let engine = engine::Engine::load(&env, &config.engine())?;
@@ -51,7 +66,12 @@ async fn main() -> anyhow::Result<()> {
     let mut http = Vec::with_capacity(rounds);
     for i in 0..rounds + 10 {
         let t = Instant::now();
-        let response = client.post(&url).header("content-type", "image/jpeg").body(image.clone()).send().await?;
+        let response = client
+            .post(&url)
+            .header("content-type", "image/jpeg")
+            .body(image.clone())
+            .send()
+            .await?;
         anyhow::ensure!(response.status() == 200, "status {}", response.status());
         response.bytes().await?;
         if i >= 10 {
