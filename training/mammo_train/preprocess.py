@@ -31,3 +31,22 @@ def to_input(path: Path, size: int, mean: list[float], std: list[float]) -> np.n
     if g.shape != (size, size):
         g = np.asarray(Image.fromarray(g, "F").resize((size, size), Image.BILINEAR), np.float32)
     return np.stack([(g - m) / s for m, s in zip(mean, std)]).astype(np.float32)
+
+
+def main() -> None:
+    """python -m mammo_train.preprocess IMAGE OUT.f32 --size 224 --mean M,M,M --std S,S,S
+    writes the tensor as little-endian float32 (used by the Rust/Python parity test)."""
+    import argparse
+    parser = argparse.ArgumentParser(description="preprocess one image as training does")
+    parser.add_argument("image", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--mean", default="0.498,0.498,0.498")
+    parser.add_argument("--std", default="0.502,0.502,0.502")
+    args = parser.parse_args()
+    floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
+    to_input(args.image, args.size, floats(args.mean), floats(args.std)).astype("<f4").tofile(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+//! Training's Python preprocessing (training/mammo_train/preprocess.py) must produce the
+//! tensors the server's `imaging` produces. PNG (lossless): within 1e-3. JPEG: two decoders may
+//! differ by a grey level, so the difference is bounded and reported together with the largest
+//! change in any class probability it causes through the real engine.
+
+mod common;
+
+use common::*;
+use mammo_serve::engine::{self, Engine};
+use mammo_serve::imaging::{self, DecodeLimits, Preprocessing, ResizeFilter};
+use mammo_serve::model::postprocess::canonical_probabilities;
+use std::path::Path;
+use std::process::Command;
+
+const MEAN: [f32; 3] = [0.498, 0.498, 0.498];
+const STD: [f32; 3] = [0.502, 0.502, 0.502];
+
+fn python_tensor(image: &Path) -> Vec<f32> {
+    let out = std::env::temp_dir().join(format!(
+        "mammo-parity-{}-{}.f32",
+        std::process::id(),
+        image.file_name().unwrap().to_string_lossy()
+    ));
+    let python = repo().join(".ort/venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `make setup`",
+        python.display()
+    );
+    let status = Command::new(python)
+        .current_dir(repo().join("training"))
+        .args(["-m", "mammo_train.preprocess"])
+        .arg(image)
+        .arg(&out)
+        .args([
+            "--size",
+            "224",
+            "--mean",
+            "0.498,0.498,0.498",
+            "--std",
+            "0.502,0.502,0.502",
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "python preprocessing failed for {}",
+        image.display()
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).ok();
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[tokio::test]
+async fn python_and_rust_preprocess_alike() {
+    let prep = Preprocessing {
+        height: 224,
+        width: 224,
+        mean: MEAN,
+        std: STD,
+        resize: ResizeFilter::Bilinear,
+    };
+    let limits = DecodeLimits::default();
+    let fixtures = repo().join("tests/fixtures");
+
+    for name in [
+        "variant_grey8.png",
+        "variant_grey16.png",
+        "variant_rgb8.png",
+        "variant_rgba8.png",
+        "variant_la8.png",
+        "variant_palette.png",
+        "variant_grey16_448x560.png",
+        "variant_grey8_300x260.png",
+    ] {
+        let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
+        let python = python_tensor(&fixtures.join(name));
+        let diff = max_abs_diff(&rust, &python);
+        println!("PNG  {name:<28} max |Δ| = {diff:.2e} (normalised units)");
+        assert!(diff < 1e-3, "{name}: {diff}");
+    }
+
+    // The shipped model when it is there (its probabilities are the ones users see), else the
+    // untrained test model.
+    let shipped = repo().join(mammo_serve::config::DEFAULT_MODEL);
+    let model = if shipped.is_file() {
+        shipped
+    } else {
+        test_model()
+    };
+    let config = config(&["--model", &model.display().to_string()]);
+    println!("model for the probability check: {}", model.display());
+    let env = engine::environment(&config.ort_lib).unwrap();
+    let engine = Engine::load(&env, &config.engine()).unwrap();
+    let metadata = engine.info().metadata.clone();
+    let model_prep = metadata.preprocessing.clone();
+    for name in CLASS_FIXTURES {
+        let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
+        let python = python_tensor(&fixtures.join(name));
+        let diff = max_abs_diff(&rust, &python);
+        // One grey level is 1/255 before normalisation.
+        let bound = 2.0 / 255.0 / STD[0];
+        assert!(diff <= bound, "{name}: {diff} > {bound}");
+
+        // The class probabilities each tensor gives (re-normalised for the engine's model).
+        let renorm = |t: &[f32]| -> Vec<f32> {
+            t.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let c = i / (224 * 224);
+                    (v * STD[c] + MEAN[c] - model_prep.mean[c]) / model_prep.std[c]
+                })
+                .collect()
+        };
+        let a = engine.infer(renorm(&rust), 1).await.unwrap().logits[0];
+        let b = engine.infer(renorm(&python), 1).await.unwrap().logits[0];
+        let (pa, pb) = (
+            canonical_probabilities(&a, &metadata),
+            canonical_probabilities(&b, &metadata),
+        );
+        let dp = pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        println!("JPEG {name:<28} max |Δ| = {diff:.2e}, largest class-probability change {dp:.2e}");
+        assert!(dp < 0.01, "{name}: probabilities moved by {dp}");
+    }
+}
