@@ -71,12 +71,12 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, required=True)
     parser.add_argument("--version", required=True)
     parser.add_argument("--trained-on", required=True)
-    parser.add_argument("--check-images", type=Path, required=True, help="folder of real images for the parity check")
+    parser.add_argument("--check-images", type=Path, required=True, help="folder of real JPEG mammograms for the ONNX Runtime vs torch check")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     model = build(args.init, weights=args.weights)
     export(model, args.out, contract(args.threshold, args.version, ARCH[args.init], args.trained_on))
-    images = sorted(p for p in args.check_images.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:16]
+    images = sorted(args.check_images.glob("*.jpg"))[:16]
     worst = check(model, args.out, images)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
     args.out.with_name(args.out.name + ".sha256").write_text(f"{digest}  {args.out.name}\n")
