@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import torch
 from PIL import Image
 from conftest import FIXTURES
 
@@ -33,8 +34,13 @@ def test_smoke_train_export_and_load(tmp_path):
     assert (tmp_path / "cv" / "fold0" / "curves.png").stat().st_size > 1000
     assert json.loads((tmp_path / "cv" / "summary.json").read_text())["folds"][0]["epochs_run"] >= 1
 
-    run("mammo_train.train", "--data", str(data), "--split", str(tmp_path / "split" / "split.csv"),
-        "--init", "lite0", "--trainable", "head", "--fold", "none", "--epochs", "1", "--out", str(tmp_path / "final"))
+    final = ["mammo_train.train", "--data", str(data), "--split", str(tmp_path / "split" / "split.csv"),
+             "--init", "lite0", "--trainable", "head", "--fold", "none", "--out", str(tmp_path / "final")]
+    run(*final, "--epochs", "1")
+    # Resuming from the checkpoint continues at epoch 2 instead of starting over.
+    run(*final, "--epochs", "2", "--resume")
+    history = torch.load(tmp_path / "final" / "final" / "checkpoint.pt", weights_only=False)["state"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
     out = tmp_path / "model.onnx"
     run("mammo_train.export", "--init", "lite0", "--weights", str(tmp_path / "final" / "model.pt"), "--threshold", "0.4",
         "--version", "smoke", "--trained-on", "six fixture images", "--check-images", str(data), "--out", str(out))
