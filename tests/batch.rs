@@ -40,13 +40,7 @@ async fn multipart_batch_keeps_order_and_isolates_a_corrupt_item() {
             reqwest::multipart::Part::bytes(bytes).file_name(name),
         );
     }
-    let response = server
-        .client
-        .post(server.url("/batch"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = server.post_multipart("/batch", form).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let results = body["results"].as_array().unwrap();
@@ -85,13 +79,7 @@ async fn json_batch_reports_bad_base64_and_unusable_images_per_item() {
         {"id": "empty", "image_base64": ""},
         {"id": "png16", "image_base64": b64(&fixture("variant_grey16.png"))},
     ]});
-    let response = server
-        .client
-        .post(server.url("/batch"))
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
+    let response = server.post_json("/batch", &items).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let results = body["results"].as_array().unwrap();
@@ -115,42 +103,17 @@ async fn batch_limits_and_malformed_bodies_are_refused() {
     let server = start(config(&["--max-batch-items", "2"])).await;
     let item = json!({"id": "x", "image_base64": b64(&fixture("d1b_Image_2.jpg"))});
     let over = json!({"items": [item, item, item]});
-    let response = server
-        .client
-        .post(server.url("/batch"))
-        .json(&over)
-        .send()
-        .await
-        .unwrap();
+    let response = server.post_json("/batch", &over).await;
     let problem = expect_problem(response, 413).await;
     assert!(problem["detail"]
         .as_str()
         .unwrap()
         .contains("more than 2 items"));
 
-    let mut form = reqwest::multipart::Form::new();
-    for _ in 0..3 {
-        form = form.part(
-            "files",
-            reqwest::multipart::Part::bytes(fixture("d1b_Image_2.jpg")),
-        );
-    }
-    let response = server
-        .client
-        .post(server.url("/batch"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(response, 413).await;
+    let three = form(vec![("files", fixture("d1b_Image_2.jpg")); 3]);
+    expect_problem(server.post_multipart("/batch", three).await, 413).await;
 
-    let empty = server
-        .client
-        .post(server.url("/batch"))
-        .json(&json!({"items": []}))
-        .send()
-        .await
-        .unwrap();
+    let empty = server.post_json("/batch", &json!({"items": []})).await;
     expect_problem(empty, 400).await;
     let syntax = server
         .client
@@ -161,25 +124,10 @@ async fn batch_limits_and_malformed_bodies_are_refused() {
         .await
         .unwrap();
     expect_problem(syntax, 400).await;
-    let schema = server
-        .client
-        .post(server.url("/batch"))
-        .json(&json!({"images": []}))
-        .send()
-        .await
-        .unwrap();
+    let schema = server.post_json("/batch", &json!({"images": []})).await;
     expect_problem(schema, 422).await;
-    let wrong_field = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(fixture("d1b_Image_2.jpg")),
-    );
-    let response = server
-        .client
-        .post(server.url("/batch"))
-        .multipart(wrong_field)
-        .send()
-        .await
-        .unwrap();
+    let wrong_field = form(vec![("file", fixture("d1b_Image_2.jpg"))]);
+    let response = server.post_multipart("/batch", wrong_field).await;
     let problem = expect_problem(response, 400).await;
     assert!(problem["detail"].as_str().unwrap().contains("files"));
     let raw = server
@@ -200,22 +148,13 @@ async fn batch_limits_and_malformed_bodies_are_refused() {
 #[tokio::test]
 async fn multipart_parts_without_file_names_get_positional_ids() {
     let server = start(config(&[])).await;
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "files",
-            reqwest::multipart::Part::bytes(fixture("d2b_Image_60.jpg")),
-        )
-        .part(
-            "files",
-            reqwest::multipart::Part::bytes(fixture("d4b_Image_8.jpg")),
-        );
+    let form = form(vec![
+        ("files", fixture("d2b_Image_60.jpg")),
+        ("files", fixture("d4b_Image_8.jpg")),
+    ]);
     let body: Value = server
-        .client
-        .post(server.url("/batch"))
-        .multipart(form)
-        .send()
+        .post_multipart("/batch", form)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

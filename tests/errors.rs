@@ -25,17 +25,8 @@ async fn undecodable_bodies_are_400() {
         let problem = expect_problem(server.post_image(bytes, content_type).await, 400).await;
         println!("{what}: {}", problem["detail"]);
     }
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(fixture("d1b_Image_2.jpg")),
-    );
-    let response = server
-        .client
-        .post(server.url("/predict"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let form = form(vec![("image", fixture("d1b_Image_2.jpg"))]);
+    let response = server.post_multipart("/predict", form).await;
     let problem = expect_problem(response, 400).await;
     assert!(problem["detail"].as_str().unwrap().contains("`file`"));
 }
@@ -75,25 +66,13 @@ async fn bodies_over_the_limit_are_413() {
         .as_str()
         .unwrap()
         .contains("--max-body-bytes"));
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(image.clone()));
     let response = server
-        .client
-        .post(server.url("/predict"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .post_multipart("/predict", form(vec![("file", image.clone())]))
+        .await;
     expect_problem(response, 413).await;
-    let form =
-        reqwest::multipart::Form::new().part("files", reqwest::multipart::Part::bytes(image));
     let response = server
-        .client
-        .post(server.url("/batch"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .post_multipart("/batch", form(vec![("files", image)]))
+        .await;
     let problem = expect_problem(response, 413).await;
     assert!(problem["detail"]
         .as_str()
@@ -157,16 +136,7 @@ async fn concurrency_over_the_limit_is_429_then_recovers() {
     );
     expect_problem(response, 429).await;
     // Health stays answerable while inference is saturated.
-    assert_eq!(
-        server
-            .client
-            .get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(server.get("/health/live").await.status(), 200);
     // The held request is not lost: it completes once its body arrives.
     let (status, body) = finish_upload(held, &image[100..]).await;
     assert_eq!(status, 200, "{body}");
@@ -187,11 +157,6 @@ async fn a_stalled_request_times_out_with_503() {
 #[tokio::test]
 async fn unknown_routes_are_problem_404() {
     let server = start(config(&[])).await;
-    let response = server
-        .client
-        .get(server.url("/v2/everything"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v2/everything").await;
     expect_problem(response, 404).await;
 }

@@ -48,15 +48,7 @@ async fn not_ready_until_the_model_is_loaded_and_warmed_up() {
 #[tokio::test]
 async fn auto_device_falls_back_to_cpu_and_reports_it() {
     let server = start(config(&["--device", "auto"])).await;
-    let model: Value = server
-        .client
-        .get(server.url("/v1/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: Value = server.get("/v1/model").await.json().await.unwrap();
     assert_eq!(model["execution_provider"], "CPUExecutionProvider");
     assert_eq!(model["fp16"], false);
     assert_eq!(model["labels"].as_array().unwrap().len(), 8);
@@ -94,15 +86,7 @@ async fn request_ids_are_kept_or_made() {
 #[tokio::test]
 async fn openapi_and_swagger_ui_are_served() {
     let server = start(config(&[])).await;
-    let doc: Value = server
-        .client
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = server.get("/openapi.json").await.json().await.unwrap();
     for path in [
         "/predict",
         "/batch",
@@ -116,12 +100,7 @@ async fn openapi_and_swagger_ui_are_served() {
             "{path} missing from the document"
         );
     }
-    let docs = server
-        .client
-        .get(server.url("/docs/"))
-        .send()
-        .await
-        .unwrap();
+    let docs = server.get("/docs/").await;
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger-ui"));
 }

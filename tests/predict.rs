@@ -110,13 +110,7 @@ async fn multipart_file_equals_raw_body() {
     let form = reqwest::multipart::Form::new()
         .text("note", "ignored")
         .part("file", part);
-    let response = server
-        .client
-        .post(server.url("/predict"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = server.post_multipart("/predict", form).await;
     assert_eq!(response.status(), 200);
     let multipart: Value = response.json().await.unwrap();
     check_prediction(&multipart);

@@ -22,15 +22,7 @@ async fn the_default_model_is_the_shipped_trained_model() {
     );
 
     let server = start(config(&["--model", &shipped.display().to_string()])).await;
-    let model: Value = server
-        .client
-        .get(server.url("/v1/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: Value = server.get("/v1/model").await.json().await.unwrap();
     assert_eq!(model["arch"], "efficientnet_lite0");
     assert_eq!(model["version"], "1.0.0");
     assert!(model["trained_on"].as_str().unwrap().contains("DPhi"));

@@ -96,6 +96,32 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_image(&self, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
         self.client
             .post(self.url("/predict"))
@@ -232,4 +258,13 @@ pub fn corrupt_jpeg() -> Vec<u8> {
         b"\x00\x10 this is not the rest of a JPEG file",
     ]
     .concat()
+}
+
+/// A multipart form with one part per (field name, bytes).
+pub fn form(parts: Vec<(&'static str, Vec<u8>)>) -> reqwest::multipart::Form {
+    parts
+        .into_iter()
+        .fold(reqwest::multipart::Form::new(), |form, (name, bytes)| {
+            form.part(name, reqwest::multipart::Part::bytes(bytes))
+        })
 }
