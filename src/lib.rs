@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod imaging;
 pub mod model;
 mod server;
