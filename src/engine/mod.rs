@@ -157,6 +157,31 @@ impl Engine {
         })?;
         answer.await.map_err(|_| EngineError::Stopped)?
     }
+
+    /// Like [`Engine::infer`] for callers outside an async runtime (offline evaluation): waits
+    /// for room in the queue instead of refusing.
+    pub fn infer_blocking(&self, input: Vec<f32>, n: usize) -> Result<Inference, EngineError> {
+        let (job, answer) = Job::new(input, n);
+        self.jobs
+            .blocking_send(job)
+            .map_err(|_| EngineError::Stopped)?;
+        answer.blocking_recv().map_err(|_| EngineError::Stopped)?
+    }
+}
+
+impl Job {
+    fn new(input: Vec<f32>, n: usize) -> (Job, oneshot::Receiver<Result<Inference, EngineError>>) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Job {
+                input,
+                n,
+                enqueued: Instant::now(),
+                reply,
+            },
+            answer,
+        )
+    }
 }
 
 struct Worker {

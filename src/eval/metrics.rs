@@ -181,7 +181,7 @@ pub fn expected_calibration_error(confidence: &[f64], correct: &[bool], bins: us
 }
 
 /// One bin of a reliability diagram.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ReliabilityBin {
     pub lower: f64,
     pub upper: f64,

@@ -1,0 +1,471 @@
+//! `mammo-eval`: judge a model on a labelled set with the server's own imaging, engine and model
+//! code; predict an unlabelled set; audit a set for duplicates and class balance.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mammo_serve::config::DEFAULT_MODEL;
+use mammo_serve::engine::{self, Device, Engine, EngineConfig, GpuOptions, DEFAULT_ORT_LIB};
+use mammo_serve::eval::audit::{self, ClassCount, Duplicates, Overlap, Unreadable};
+use mammo_serve::eval::dataset::{self, Item, Layout};
+use mammo_serve::eval::{inference, report};
+use mammo_serve::imaging::DecodeLimits;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "mammo-eval",
+    version,
+    about = "Offline evaluation of a mammo-serve model: the same preprocessing and engine as the server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Metrics of a model on a labelled set: summary on stdout, metrics.json and predictions.csv in --out.
+    Evaluate {
+        /// Labelled set: a CSV `filename,label`, a folder of class folders, or label-prefixed file names.
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder for metrics.json and predictions.csv.
+        #[arg(long)]
+        out: PathBuf,
+        /// families.csv (filename,family): the AUC interval resamples families, and the audit counts them.
+        #[arg(long, conflicts_with = "split")]
+        families: Option<PathBuf>,
+        /// split.csv (filename,family,fold) from training.
+        #[arg(long)]
+        split: Option<PathBuf>,
+        /// Evaluate only this fold of --split (its held-out families).
+        #[arg(long, requires = "split")]
+        fold: Option<u32>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Predictions for an unlabelled folder, as a CSV.
+    Predict {
+        /// Folder of JPEG/PNG images.
+        #[arg(long)]
+        data: PathBuf,
+        /// The predictions CSV to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Class balance and exact duplicates (same decoded pixels), within a set and against another.
+    Audit {
+        /// Labelled set (any layout).
+        #[arg(long)]
+        data: PathBuf,
+        /// A second set (labelled or a plain folder) to check for images shared with --data.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// families.csv, to count families per class.
+        #[arg(long)]
+        families: Option<PathBuf>,
+        /// Decoding threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// ONNX model following the model contract.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// ONNX Runtime library.
+    #[arg(long, env = "ORT_DYLIB_PATH", default_value = DEFAULT_ORT_LIB)]
+    ort_lib: PathBuf,
+    /// Execution provider.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Images per engine run.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Decoding threads ahead of the engine (default: half the cores, at least one).
+    #[arg(long)]
+    decoders: Option<usize>,
+    /// ONNX Runtime intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    intra_threads: usize,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Evaluate {
+            data,
+            out,
+            families,
+            split,
+            fold,
+            run,
+        } => evaluate(
+            &data,
+            &out,
+            families.as_deref().or(split.as_deref()),
+            fold,
+            &run,
+        ),
+        Command::Predict { data, out, run } => predict(&data, &out, &run),
+        Command::Audit {
+            data,
+            against,
+            families,
+            threads,
+        } => audit_command(
+            &data,
+            against.as_deref(),
+            families.as_deref(),
+            threads.unwrap_or_else(cores),
+        ),
+    }
+}
+
+/// Family and fold by file name.
+type Groups = HashMap<String, (String, Option<u32>)>;
+
+fn families_of(groups: Option<&Groups>) -> Option<HashMap<String, String>> {
+    groups.map(|g| g.iter().map(|(k, (f, _))| (k.clone(), f.clone())).collect())
+}
+
+fn load_engine(run: &RunArgs) -> anyhow::Result<Engine> {
+    let env = engine::environment(&run.ort_lib)?;
+    if !run.model.is_file() {
+        bail!("model file {} not found", run.model.display());
+    }
+    let config = EngineConfig {
+        model: run.model.clone(),
+        device: run.device,
+        gpu: GpuOptions {
+            fp16: false,
+            trt_cache_dir: PathBuf::from(".trt-cache"),
+        },
+        intra_threads: run.intra_threads,
+        warmup_runs: 1,
+        max_queue_size: 4,
+        max_batch_size: run.batch.max(1),
+    };
+    Ok(Engine::load(&env, &config)?)
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Runs every item through the engine with a progress bar; returns outcomes and images/s.
+fn infer(engine: &Engine, items: &[Item], run: &RunArgs) -> (Vec<inference::Outcome>, f64) {
+    let bar = progress_bar(items.len());
+    let started = Instant::now();
+    let decoders = run.decoders.unwrap_or((cores() / 2).max(1));
+    let outcomes = inference::infer_all(
+        engine,
+        items,
+        &DecodeLimits::default(),
+        decoders,
+        run.batch.max(1),
+        |done| bar.set_position(done as u64),
+    );
+    bar.finish_and_clear();
+    let rate = items.len() as f64 / started.elapsed().as_secs_f64();
+    (outcomes, rate)
+}
+
+#[derive(Serialize)]
+struct ModelSection {
+    path: PathBuf,
+    name: String,
+    version: String,
+    sha256: String,
+    threshold: f32,
+}
+
+#[derive(Serialize)]
+struct AuditSection {
+    class_counts: Vec<ClassCount>,
+    duplicates: Duplicates,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlap: Option<Overlap>,
+    unreadable: Vec<Unreadable>,
+}
+
+#[derive(Serialize)]
+struct EvaluationFile {
+    data: PathBuf,
+    layout: Layout,
+    model: ModelSection,
+    /// The split file and fold, when one was given.
+    split: Option<String>,
+    images_listed: usize,
+    images_evaluated: usize,
+    unreadable: Vec<Unreadable>,
+    images_per_second: f64,
+    audit: AuditSection,
+    metrics: report::Metrics,
+}
+
+fn evaluate(
+    data: &Path,
+    out: &Path,
+    groups_file: Option<&Path>,
+    fold: Option<u32>,
+    run: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    let (mut items, layout) = dataset::read_labelled(data)?;
+    let groups = groups_file.map(dataset::read_groups).transpose()?;
+    if let (Some(k), Some(groups)) = (fold, groups.as_ref()) {
+        let missing = items
+            .iter()
+            .filter(|i| !groups.contains_key(&i.name))
+            .count();
+        if missing > 0 {
+            bail!(
+                "{missing} images of {} are not in the split file",
+                data.display()
+            );
+        }
+        items.retain(|i| groups[&i.name].1 == Some(k));
+        if items.is_empty() {
+            bail!("fold {k} holds none of the images");
+        }
+    }
+    let families = families_of(groups.as_ref());
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    let fingerprints = audit::fingerprints(&items, &DecodeLimits::default(), cores());
+    let audit_section = AuditSection {
+        class_counts: audit::class_counts(&items, families.as_ref()),
+        duplicates: audit::duplicates(&items, &fingerprints.hashes),
+        overlap: None,
+        unreadable: fingerprints.unreadable,
+    };
+
+    let engine = load_engine(run)?;
+    let info = engine.info().clone();
+    let (outcomes, rate) = infer(&engine, &items, run);
+    let (rows, failed) = report::rows(&items, &outcomes, &info.metadata, families.as_ref());
+    let metrics = report::metrics(&rows, f64::from(info.metadata.malignancy_threshold));
+    report::write_predictions(&out.join("predictions.csv"), &rows)?;
+    let unreadable: Vec<Unreadable> = failed
+        .into_iter()
+        .map(|(name, error)| Unreadable { name, error })
+        .collect();
+    let file = EvaluationFile {
+        data: data.to_path_buf(),
+        layout,
+        model: ModelSection {
+            path: info.path.clone(),
+            name: info.name.clone(),
+            version: info.metadata.version.clone(),
+            sha256: info.sha256.clone(),
+            threshold: info.metadata.malignancy_threshold,
+        },
+        split: groups_file.map(|g| {
+            format!(
+                "{}{}",
+                g.display(),
+                fold.map(|k| format!(" fold {k}")).unwrap_or_default()
+            )
+        }),
+        images_listed: items.len(),
+        images_evaluated: rows.len(),
+        unreadable,
+        images_per_second: rate,
+        audit: audit_section,
+        metrics,
+    };
+    std::fs::write(
+        out.join("metrics.json"),
+        serde_json::to_string_pretty(&file)? + "\n",
+    )?;
+    print_summary(&file);
+    Ok(if file.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn print_summary(f: &EvaluationFile) {
+    let m = &f.metrics;
+    println!(
+        "mammo-eval: {} ({:?}), model {} {} (sha256 {}…)",
+        f.data.display(),
+        f.layout,
+        f.model.name,
+        f.model.version,
+        &f.model.sha256[..12]
+    );
+    if let Some(split) = &f.split {
+        println!("split: {split}");
+    }
+    println!(
+        "images: {} listed, {} evaluated, {} unreadable; {:.1} images/s",
+        f.images_listed,
+        f.images_evaluated,
+        f.unreadable.len(),
+        f.images_per_second
+    );
+    for u in &f.unreadable {
+        println!("  unreadable: {}: {}", u.name, u.error);
+    }
+    for c in &f.audit.class_counts {
+        for w in &c.warnings {
+            println!("  warning: {} {w}", c.label);
+        }
+    }
+    if f.audit.duplicates.groups > 0 {
+        println!(
+            "  warning: {} groups of identical images ({} extra copies) inflate every metric",
+            f.audit.duplicates.groups, f.audit.duplicates.extra_copies
+        );
+    }
+    println!(
+        "8-class accuracy {:.3}, balanced accuracy {:.3}",
+        m.accuracy, m.balanced_accuracy
+    );
+    let auc = m.malignancy.auc.map_or("n/a".into(), |a| format!("{a:.3}"));
+    let ci = m.malignancy.auc_ci95.map_or(String::new(), |(lo, hi)| {
+        format!(
+            " (95% CI {lo:.3}–{hi:.3}, resampling {})",
+            m.malignancy.ci_resampling
+        )
+    });
+    println!("malignancy AUC {auc}{ci}");
+    println!(
+        "at threshold {:.4}: sensitivity {:.3}, specificity {:.3}; sensitivity at 90% specificity {:.3}",
+        m.malignancy.threshold, m.malignancy.sensitivity, m.malignancy.specificity, m.malignancy.sensitivity_at_90_specificity
+    );
+    println!(
+        "density accuracy {:.3}, linear-weighted kappa {:.3}; ECE {:.3}",
+        m.density.accuracy, m.density.kappa_linear, m.expected_calibration_error
+    );
+}
+
+fn predict(data: &Path, out: &Path, run: &RunArgs) -> anyhow::Result<ExitCode> {
+    let items = dataset::read_unlabelled(data)?;
+    let engine = load_engine(run)?;
+    let (outcomes, rate) = infer(&engine, &items, run);
+    let (rows, failed) = report::rows(&items, &outcomes, &engine.info().metadata, None);
+    report::write_predictions(out, &rows)?;
+    println!(
+        "{} predictions written to {} ({rate:.1} images/s)",
+        rows.len(),
+        out.display()
+    );
+    for (name, error) in &failed {
+        println!("  unreadable: {name}: {error}");
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn audit_command(
+    data: &Path,
+    against: Option<&Path>,
+    families: Option<&Path>,
+    threads: usize,
+) -> anyhow::Result<ExitCode> {
+    let (items, layout) = dataset::read_labelled(data)?;
+    let groups = families.map(dataset::read_groups).transpose()?;
+    let families = families_of(groups.as_ref());
+    let limits = DecodeLimits::default();
+    let prints = audit::fingerprints(&items, &limits, threads);
+    let overlap = match against {
+        Some(other) => {
+            let other_items = dataset::read_labelled(other)
+                .map(|(i, _)| i)
+                .or_else(|_| dataset::read_unlabelled(other))?;
+            let other_prints = audit::fingerprints(&other_items, &limits, threads);
+            Some(audit::overlap(
+                &items,
+                &prints.hashes,
+                &other_items,
+                &other_prints.hashes,
+            ))
+        }
+        None => None,
+    };
+    let section = AuditSection {
+        class_counts: audit::class_counts(&items, families.as_ref()),
+        duplicates: audit::duplicates(&items, &prints.hashes),
+        overlap,
+        unreadable: prints.unreadable,
+    };
+    println!(
+        "audit of {} ({layout:?}): {} images",
+        data.display(),
+        items.len()
+    );
+    for c in &section.class_counts {
+        let families = c
+            .families
+            .map_or(String::new(), |f| format!(", {f} families"));
+        println!(
+            "  {} {:>6} images ({:>5.1}%{families}){}",
+            c.label,
+            c.images,
+            c.share * 100.0,
+            if c.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("  warning: {}", c.warnings.join("; "))
+            }
+        );
+    }
+    let d = &section.duplicates;
+    println!("exact duplicates (same decoded pixels): {} groups, {} extra copies, {} groups with conflicting labels", d.groups, d.extra_copies, d.conflicting_labels);
+    for example in &d.examples {
+        println!("  e.g. {}", example.join(" = "));
+    }
+    if let Some(o) = &section.overlap {
+        println!(
+            "against {}: {} of its {} images also occur in {}",
+            against.map(|p| p.display().to_string()).unwrap_or_default(),
+            o.also_in_this_set,
+            o.other_images,
+            data.display()
+        );
+        for (a, b) in &o.examples {
+            println!("  e.g. {a} = {b}");
+        }
+    }
+    for u in &section.unreadable {
+        println!("  unreadable: {}: {}", u.name, u.error);
+    }
+    Ok(if section.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,257 @@
+//! From outcomes to what evaluators read: per-image rows, the metrics, `predictions.csv`.
+
+use super::dataset::Item;
+use super::inference::Outcome;
+use super::metrics::{self, Confusion, ReliabilityBin};
+use crate::model::postprocess::canonical_probabilities;
+use crate::model::{interpret, ClassLabel, ModelMetadata, Prediction};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Bootstrap resamples for the AUC interval.
+const BOOTSTRAP_ROUNDS: usize = 2000;
+
+/// One evaluated image.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub truth: Option<ClassLabel>,
+    pub prediction: Prediction,
+    /// Class probabilities in canonical order (D1B..D4M).
+    pub probabilities: [f64; 8],
+    pub family: Option<String>,
+}
+
+/// Rows for the images that decoded, and (name, error) for those that did not.
+pub fn rows(
+    items: &[Item],
+    outcomes: &[Outcome],
+    metadata: &ModelMetadata,
+    families: Option<&HashMap<String, String>>,
+) -> (Vec<Row>, Vec<(String, String)>) {
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for (item, outcome) in items.iter().zip(outcomes) {
+        match outcome {
+            Ok(logits) => rows.push(Row {
+                name: item.name.clone(),
+                truth: item.label,
+                prediction: interpret(logits, metadata),
+                probabilities: canonical_probabilities(logits, metadata),
+                family: families.and_then(|f| f.get(&item.name).cloned()),
+            }),
+            Err(e) => failed.push((item.name.clone(), e.clone())),
+        }
+    }
+    (rows, failed)
+}
+
+/// Per-class scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerClass {
+    pub label: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: u64,
+}
+
+/// A confusion matrix with its labels (rows: truth, columns: prediction).
+#[derive(Debug, Clone, Serialize)]
+pub struct Matrix {
+    pub labels: Vec<String>,
+    pub counts: Vec<Vec<u64>>,
+}
+
+/// Density (4 classes).
+#[derive(Debug, Clone, Serialize)]
+pub struct DensityMetrics {
+    pub accuracy: f64,
+    pub kappa_linear: f64,
+    pub confusion: Matrix,
+}
+
+/// Malignancy (benign vs malignant).
+#[derive(Debug, Clone, Serialize)]
+pub struct MalignancyMetrics {
+    pub auc: Option<f64>,
+    pub auc_ci95: Option<(f64, f64)>,
+    /// What the bootstrap resampled: `families` when families were given, else `images`.
+    pub ci_resampling: String,
+    pub threshold: f64,
+    pub sensitivity: f64,
+    pub specificity: f64,
+    pub sensitivity_at_90_specificity: f64,
+    pub confusion: Matrix,
+    /// ROC points (false-positive rate, true-positive rate, threshold).
+    pub roc: Vec<(f64, f64, f64)>,
+}
+
+/// Every metric of a labelled evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    pub images: usize,
+    pub accuracy: f64,
+    pub balanced_accuracy: f64,
+    pub per_class: Vec<PerClass>,
+    pub confusion: Matrix,
+    pub density: DensityMetrics,
+    pub malignancy: MalignancyMetrics,
+    pub expected_calibration_error: f64,
+    pub reliability: Vec<ReliabilityBin>,
+}
+
+fn argmax(values: &[f64]) -> usize {
+    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
+}
+
+/// Metrics over labelled rows (rows without a label are ignored).
+pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.truth.is_some()).collect();
+    let truth: Vec<usize> = rows
+        .iter()
+        .map(|r| r.truth.expect("filtered").index())
+        .collect();
+    let predicted: Vec<usize> = rows.iter().map(|r| argmax(&r.probabilities)).collect();
+    let codes = |labels: &[&str]| labels.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let classes = Confusion::new(8, &truth, &predicted);
+
+    let density_truth: Vec<usize> = truth.iter().map(|t| t / 2).collect();
+    let density_pred: Vec<usize> = rows
+        .iter()
+        .map(|r| argmax(&[0, 1, 2, 3].map(|d| r.probabilities[2 * d] + r.probabilities[2 * d + 1])))
+        .collect();
+    let density = Confusion::new(4, &density_truth, &density_pred);
+
+    let malignant_p: Vec<f64> = rows
+        .iter()
+        .map(|r| (0..4).map(|d| r.probabilities[2 * d + 1]).sum())
+        .collect();
+    let positive: Vec<bool> = truth.iter().map(|t| t % 2 == 1).collect();
+    let (sensitivity, specificity) =
+        metrics::sensitivity_specificity(&malignant_p, &positive, threshold);
+    let called: Vec<usize> = malignant_p
+        .iter()
+        .map(|&p| usize::from(p >= threshold))
+        .collect();
+    let truth_m: Vec<usize> = positive.iter().map(|&p| usize::from(p)).collect();
+    let (groups, resampling) = group_ids(&rows);
+    let confidence: Vec<f64> = rows
+        .iter()
+        .zip(&predicted)
+        .map(|(r, &p)| r.probabilities[p])
+        .collect();
+    let correct: Vec<bool> = truth.iter().zip(&predicted).map(|(t, p)| t == p).collect();
+
+    Metrics {
+        images: rows.len(),
+        accuracy: classes.accuracy(),
+        balanced_accuracy: classes.balanced_accuracy(),
+        per_class: ClassLabel::ALL
+            .iter()
+            .map(|l| {
+                let s = classes.class(l.index());
+                PerClass {
+                    label: l.code().into(),
+                    precision: s.precision,
+                    recall: s.recall,
+                    f1: s.f1,
+                    support: s.support,
+                }
+            })
+            .collect(),
+        confusion: Matrix {
+            labels: ClassLabel::ALL
+                .iter()
+                .map(|l| l.code().to_string())
+                .collect(),
+            counts: classes.counts.clone(),
+        },
+        density: DensityMetrics {
+            accuracy: density.accuracy(),
+            kappa_linear: density.kappa_linear(),
+            confusion: Matrix {
+                labels: codes(&["D1", "D2", "D3", "D4"]),
+                counts: density.counts.clone(),
+            },
+        },
+        malignancy: MalignancyMetrics {
+            auc: metrics::roc_auc(&malignant_p, &positive),
+            auc_ci95: metrics::bootstrap_auc(&malignant_p, &positive, &groups, BOOTSTRAP_ROUNDS, 0),
+            ci_resampling: resampling.into(),
+            threshold,
+            sensitivity,
+            specificity,
+            sensitivity_at_90_specificity: metrics::sensitivity_at_specificity(
+                &malignant_p,
+                &positive,
+                0.9,
+            ),
+            confusion: Matrix {
+                labels: codes(&["benign", "malignant"]),
+                counts: Confusion::new(2, &truth_m, &called).counts,
+            },
+            roc: metrics::roc_curve(&malignant_p, &positive)
+                .into_iter()
+                .map(|(f, t, th)| (f, t, if th.is_finite() { th } else { 1.0 }))
+                .collect(),
+        },
+        expected_calibration_error: metrics::expected_calibration_error(&confidence, &correct, 10),
+        reliability: metrics::reliability(&confidence, &correct, 10),
+    }
+}
+
+/// Bootstrap groups: families when every row has one, else one group per image.
+fn group_ids(rows: &[&Row]) -> (Vec<usize>, &'static str) {
+    if rows.iter().all(|r| r.family.is_some()) {
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        let groups = rows.iter().map(|r| {
+            let next = ids.len();
+            *ids.entry(r.family.as_deref().expect("checked"))
+                .or_insert(next)
+        });
+        (groups.collect(), "families")
+    } else {
+        ((0..rows.len()).collect(), "images")
+    }
+}
+
+/// Writes one line per image: name, truth (if labelled), the predicted class, density,
+/// malignancy probability and label, confidence, and the eight class probabilities.
+pub fn write_predictions(path: &Path, rows: &[Row]) -> Result<(), csv::Error> {
+    let mut out = csv::Writer::from_path(path)?;
+    let mut header = vec![
+        "filename",
+        "label",
+        "predicted",
+        "density",
+        "birads",
+        "malignancy_probability",
+        "malignancy",
+        "confidence",
+    ];
+    let probability_columns: Vec<String> = ClassLabel::ALL
+        .iter()
+        .map(|l| format!("p_{}", l.code()))
+        .collect();
+    header.extend(probability_columns.iter().map(String::as_str));
+    out.write_record(&header)?;
+    for r in rows {
+        let p = &r.prediction;
+        let mut record = vec![
+            r.name.clone(),
+            r.truth.map(|l| l.code().to_string()).unwrap_or_default(),
+            p.class.label.clone(),
+            p.density.label.clone(),
+            p.density.birads.clone(),
+            format!("{:.6}", p.malignancy.probability),
+            p.malignancy.label.clone(),
+            format!("{:.6}", p.class.confidence),
+        ];
+        record.extend(r.probabilities.iter().map(|v| format!("{v:.6}")));
+        out.write_record(&record)?;
+    }
+    out.flush()?;
+    Ok(())
+}

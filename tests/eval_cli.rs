@@ -1,0 +1,241 @@
+//! `mammo-eval` end to end on fixture images: the three layouts, the audit on planted
+//! duplicates, evaluate's JSON and CSV agreeing with each other, predict, and its errors.
+
+mod common;
+
+use common::*;
+use mammo_serve::eval::dataset::{read_labelled, Layout};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mammo-eval-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn long_label(code: &str) -> String {
+    format!(
+        "Density{}{}",
+        &code[1..2],
+        if code.ends_with('B') {
+            "Benign"
+        } else {
+            "Malignant"
+        }
+    )
+}
+
+/// The eight class fixtures as a CSV set (plus extra `filename,label` lines).
+fn csv_set(name: &str, extra: &[(&str, &[u8], &str)]) -> PathBuf {
+    let dir = temp_dir(name);
+    let mut csv = String::from("filename,label\n");
+    for f in CLASS_FIXTURES {
+        std::fs::write(dir.join(f), fixture(f)).unwrap();
+        csv += &format!("{f},{}\n", long_label(&f[..3].to_uppercase()));
+    }
+    for (file, bytes, label) in extra {
+        std::fs::write(dir.join(file), bytes).unwrap();
+        csv += &format!("{file},{label}\n");
+    }
+    std::fs::write(dir.join("Training_set.csv"), csv).unwrap();
+    dir
+}
+
+fn eval_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mammo-eval"));
+    command.env("ORT_DYLIB_PATH", ort_lib());
+    command
+}
+
+fn pairs(path: &Path) -> Vec<(String, String)> {
+    let (items, _) = read_labelled(path).unwrap();
+    let mut pairs: Vec<(String, String)> = items
+        .iter()
+        .map(|i| (i.name.clone(), i.label.unwrap().code().to_string()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn the_three_layouts_read_the_same_labels() {
+    let csv = csv_set("layout-csv", &[]);
+    let folders = temp_dir("layout-folders");
+    let prefixed = temp_dir("layout-prefixed");
+    let mut expected = Vec::new();
+    for (i, f) in CLASS_FIXTURES.iter().enumerate() {
+        let code = f[..3].to_uppercase();
+        let folder = folders.join(if i % 2 == 0 {
+            code.clone()
+        } else {
+            long_label(&code)
+        });
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(f), fixture(f)).unwrap();
+        std::fs::write(prefixed.join(format!("{code}_{f}")), fixture(f)).unwrap();
+        expected.push((f.to_string(), code));
+    }
+    expected.sort();
+    assert_eq!(pairs(&csv.join("Training_set.csv")), expected);
+    assert_eq!(read_labelled(&csv).unwrap().1, Layout::Csv);
+    assert_eq!(pairs(&folders), expected);
+    assert_eq!(read_labelled(&folders).unwrap().1, Layout::ClassFolders);
+    let prefixed_pairs: Vec<String> = pairs(&prefixed).into_iter().map(|(_, l)| l).collect();
+    assert_eq!(
+        prefixed_pairs,
+        expected.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(read_labelled(&prefixed).unwrap().1, Layout::PrefixedNames);
+}
+
+#[test]
+fn audit_finds_planted_duplicates_within_and_across_sets() {
+    // A byte copy, and a PNG re-encoding of a JPEG's decoded pixels (other bytes, same pixels).
+    let jpeg = fixture("d2m_Image_9.jpg");
+    let decoded = image::load_from_memory(&jpeg).unwrap();
+    let mut png = Vec::new();
+    decoded
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let set = csv_set(
+        "audit",
+        &[
+            ("copy.jpg", &fixture("d1b_Image_2.jpg"), "D1B"),
+            ("reencoded.png", &png, "Density2Malignant"),
+        ],
+    );
+    let other = temp_dir("audit-other");
+    std::fs::write(other.join("t1.jpg"), fixture("d4m_Image_83.jpg")).unwrap();
+    std::fs::write(other.join("t2.png"), fixture("variant_grey8.png")).unwrap();
+
+    let output = eval_command()
+        .args(["audit", "--data"])
+        .arg(&set)
+        .arg("--against")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("2 groups, 2 extra copies, 0 groups with conflicting labels"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("d2m_Image_9.jpg = reencoded.png")
+            || stdout.contains("reencoded.png = d2m_Image_9.jpg"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 of its 2 images also occur"), "{stdout}");
+}
+
+#[test]
+fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
+    let set = csv_set("evaluate", &[("broken.jpg", &corrupt_jpeg(), "D1M")]);
+    let out = temp_dir("evaluate-out");
+    let output = eval_command()
+        .args(["evaluate", "--data"])
+        .arg(&set)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(test_model())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "unreadable files make a non-zero exit:\n{stdout}"
+    );
+    assert!(stdout.contains("unreadable: broken.jpg"), "{stdout}");
+
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["images_listed"], 9);
+    assert_eq!(metrics["images_evaluated"], 8);
+    assert_eq!(metrics["unreadable"][0]["name"], "broken.jpg");
+    assert_eq!(
+        metrics["model"]["sha256"],
+        sha256_hex(&test_model()).as_str()
+    );
+    assert_eq!(metrics["layout"], "csv");
+
+    let mut reader = csv::Reader::from_path(out.join("predictions.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 8);
+    let correct = rows.iter().filter(|r| r[1] == r[2]).count() as f64;
+    let accuracy = metrics["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - correct / 8.0).abs() < 1e-12,
+        "JSON accuracy {accuracy} vs CSV {correct}/8"
+    );
+    let confusion: u64 = metrics["metrics"]["confusion"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(confusion, 8);
+    for row in &rows {
+        let p: Vec<f64> = (8..16).map(|i| row[i].parse().unwrap()).collect();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+        let malignant: f64 = (0..4).map(|d| p[2 * d + 1]).sum();
+        assert!((malignant - row[5].parse::<f64>().unwrap()).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn predict_writes_a_row_per_image() {
+    let dir = temp_dir("predict");
+    for f in &CLASS_FIXTURES[..3] {
+        std::fs::write(dir.join(f), fixture(f)).unwrap();
+    }
+    let out = dir.join("predictions.csv");
+    let status = eval_command()
+        .args(["predict", "--data"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(test_model())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(text.starts_with("filename,label,predicted,density,birads,malignancy_probability"));
+}
+
+#[test]
+fn missing_folders_and_unknown_labels_fail_clearly() {
+    let output = eval_command()
+        .args(["evaluate", "--data", "/nonexistent/set", "--out", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/set does not exist"));
+    let set = csv_set(
+        "bad-label",
+        &[("odd.jpg", &fixture("d1b_Image_2.jpg"), "Calcified")],
+    );
+    let output = eval_command()
+        .args(["audit", "--data"])
+        .arg(&set)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("Training_set.csv:10") && stderr.contains("Calcified"),
+        "{stderr}"
+    );
+}
