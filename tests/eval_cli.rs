@@ -185,6 +185,24 @@ fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(confusion, 8);
+    // The report shows the same numbers and every figure.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!("<td>{accuracy:.3}</td>")),
+        "report accuracy"
+    );
+    assert!(html.contains("9 listed, 8 evaluated, 1 unreadable"));
+    assert!(html.contains("unreadable: broken.jpg"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        5,
+        "three confusion matrices, ROC, reliability"
+    );
+    assert_eq!(
+        html.matches("<img").count(),
+        8,
+        "every evaluated image is an example here"
+    );
     for row in &rows {
         let p: Vec<f64> = (8..16).map(|i| row[i].parse().unwrap()).collect();
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);

@@ -6,11 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mammo_serve::config::DEFAULT_MODEL;
 use mammo_serve::engine::{self, Device, Engine, EngineConfig, GpuOptions, DEFAULT_ORT_LIB};
-use mammo_serve::eval::audit::{self, ClassCount, Duplicates, Overlap, Unreadable};
-use mammo_serve::eval::dataset::{self, Item, Layout};
-use mammo_serve::eval::{inference, report};
+use mammo_serve::eval::audit::{self, Unreadable};
+use mammo_serve::eval::dataset::{self, Item};
+use mammo_serve::eval::report::{AuditSection, Evaluation, ModelSection};
+use mammo_serve::eval::{html, inference, report};
 use mammo_serve::imaging::DecodeLimits;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,12 +29,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Metrics of a model on a labelled set: summary on stdout, metrics.json and predictions.csv in --out.
+    /// Metrics of a model on a labelled set: summary on stdout; metrics.json, predictions.csv and report.html in --out.
     Evaluate {
         /// Labelled set: a CSV `filename,label`, a folder of class folders, or label-prefixed file names.
         #[arg(long)]
         data: PathBuf,
-        /// Folder for metrics.json and predictions.csv.
+        /// Folder for metrics.json, predictions.csv and report.html.
         #[arg(long)]
         out: PathBuf,
         /// families.csv (filename,family): the AUC interval resamples families, and the audit counts them.
@@ -198,39 +198,6 @@ fn infer(engine: &Engine, items: &[Item], run: &RunArgs) -> (Vec<inference::Outc
     (outcomes, rate)
 }
 
-#[derive(Serialize)]
-struct ModelSection {
-    path: PathBuf,
-    name: String,
-    version: String,
-    sha256: String,
-    threshold: f32,
-}
-
-#[derive(Serialize)]
-struct AuditSection {
-    class_counts: Vec<ClassCount>,
-    duplicates: Duplicates,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    overlap: Option<Overlap>,
-    unreadable: Vec<Unreadable>,
-}
-
-#[derive(Serialize)]
-struct EvaluationFile {
-    data: PathBuf,
-    layout: Layout,
-    model: ModelSection,
-    /// The split file and fold, when one was given.
-    split: Option<String>,
-    images_listed: usize,
-    images_evaluated: usize,
-    unreadable: Vec<Unreadable>,
-    images_per_second: f64,
-    audit: AuditSection,
-    metrics: report::Metrics,
-}
-
 fn evaluate(
     data: &Path,
     out: &Path,
@@ -277,7 +244,7 @@ fn evaluate(
         .into_iter()
         .map(|(name, error)| Unreadable { name, error })
         .collect();
-    let file = EvaluationFile {
+    let file = Evaluation {
         data: data.to_path_buf(),
         layout,
         model: ModelSection {
@@ -305,6 +272,7 @@ fn evaluate(
         out.join("metrics.json"),
         serde_json::to_string_pretty(&file)? + "\n",
     )?;
+    std::fs::write(out.join("report.html"), html::render(&file, &rows))?;
     print_summary(&file);
     Ok(if file.unreadable.is_empty() {
         ExitCode::SUCCESS
@@ -313,7 +281,7 @@ fn evaluate(
     })
 }
 
-fn print_summary(f: &EvaluationFile) {
+fn print_summary(f: &Evaluation) {
     let m = &f.metrics;
     println!(
         "mammo-eval: {} ({:?}), model {} {} (sha256 {}…)",

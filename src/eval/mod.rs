@@ -2,8 +2,10 @@
 
 pub mod audit;
 pub mod dataset;
+pub mod html;
 pub mod inference;
 pub mod metrics;
+pub mod plots;
 pub mod report;
 
 /// Maps `f` over `items` on `threads` scoped threads, keeping order.

@@ -1,13 +1,14 @@
 //! From outcomes to what evaluators read: per-image rows, the metrics, `predictions.csv`.
 
-use super::dataset::Item;
+use super::audit::{ClassCount, Duplicates, Overlap, Unreadable};
+use super::dataset::{Item, Layout};
 use super::inference::Outcome;
 use super::metrics::{self, Confusion, ReliabilityBin};
 use crate::model::postprocess::canonical_probabilities;
 use crate::model::{interpret, ClassLabel, ModelMetadata, Prediction};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Bootstrap resamples for the AUC interval.
 const BOOTSTRAP_ROUNDS: usize = 2000;
@@ -16,6 +17,7 @@ const BOOTSTRAP_ROUNDS: usize = 2000;
 #[derive(Debug, Clone)]
 pub struct Row {
     pub name: String,
+    pub path: PathBuf,
     pub truth: Option<ClassLabel>,
     pub prediction: Prediction,
     /// Class probabilities in canonical order (D1B..D4M).
@@ -36,6 +38,7 @@ pub fn rows(
         match outcome {
             Ok(logits) => rows.push(Row {
                 name: item.name.clone(),
+                path: item.path.clone(),
                 truth: item.label,
                 prediction: interpret(logits, metadata),
                 probabilities: canonical_probabilities(logits, metadata),
@@ -45,6 +48,42 @@ pub fn rows(
         }
     }
     (rows, failed)
+}
+
+/// The model an evaluation ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSection {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub threshold: f32,
+}
+
+/// Audit findings, before any metric.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditSection {
+    pub class_counts: Vec<ClassCount>,
+    pub duplicates: Duplicates,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Everything `metrics.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub data: PathBuf,
+    pub layout: Layout,
+    pub model: ModelSection,
+    /// The split file and fold, when one was given.
+    pub split: Option<String>,
+    pub images_listed: usize,
+    pub images_evaluated: usize,
+    pub unreadable: Vec<Unreadable>,
+    pub images_per_second: f64,
+    pub audit: AuditSection,
+    pub metrics: Metrics,
 }
 
 /// Per-class scores.

@@ -239,6 +239,8 @@ def main() -> None:
             _, probs = run_epoch(suffix, val[0], val[1], None)
             for i, p in zip(val_idx, probs.tolist()):
                 oof[samples[i].name] = (k, p)
+        # The whole network at its best epoch (the frozen prefix shares modules with `model`).
+        torch.save(model.state_dict(), out / "model.pt")
         if k is None:
             torch.save(model.state_dict(), args.out / "model.pt")
     (args.out / "summary.json").write_text(json.dumps(
