@@ -4,7 +4,8 @@
 //!
 //! Prints p50/p90/p99 for (1) decode + preprocess of a fixture JPEG, (2) the engine alone
 //! (`Engine::infer` on a ready tensor: queue hop + `Session::run`), (3) `POST /predict` through
-//! a real server on 127.0.0.1 (HTTP, decode, preprocess, engine, JSON).
+//! a real server on 127.0.0.1 (HTTP, decode, preprocess, engine, JSON); then the engine's
+//! throughput at batch 16 on ready tensors (the ceiling for `mammo-eval`).
 
 use clap::Parser;
 use mammo_serve::{engine, imaging, Config, Server};
@@ -56,6 +57,15 @@ async fn main() -> anyhow::Result<()> {
         engine.infer(tensor.clone(), 1).await?;
         infer.push(t.elapsed());
     }
+    // Engine throughput on ready tensors at the batch size mammo-eval uses (16).
+    let batch: Vec<f32> = (0..16).flat_map(|_| tensor.iter().copied()).collect();
+    let started = Instant::now();
+    let mut images = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        engine.infer(batch.clone(), 16).await?;
+        images += 16;
+    }
+    let throughput = images as f64 / started.elapsed().as_secs_f64();
     drop(engine);
 
     let server = Server::bind(config).await?;
@@ -81,5 +91,6 @@ async fn main() -> anyhow::Result<()> {
     percentiles("decode + preprocess (224 JPEG)", decode);
     percentiles("engine alone (batch 1)", infer);
     percentiles("server POST /predict (end to end)", http);
+    println!("engine throughput, batch 16 (ready tensors): {throughput:.1} images/s");
     Ok(())
 }
