@@ -13,18 +13,7 @@ fn close(name: &str, ours: f64, reference: &Value) {
 }
 
 fn matrix(value: &Value) -> Vec<Vec<u64>> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect()
-        })
-        .collect()
+    serde_json::from_value(value.clone()).unwrap()
 }
 
 #[test]
@@ -34,24 +23,9 @@ fn metrics_agree_with_scikit_learn() {
         "/tests/fixtures/eval_reference.json"
     );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let truth: Vec<usize> = r["inputs"]["truth"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let probs: Vec<Vec<f64>> = r["inputs"]["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
+    let truth: Vec<usize> = serde_json::from_value(r["inputs"]["truth"].clone()).unwrap();
+    let probs: Vec<Vec<f64>> =
+        serde_json::from_value(r["inputs"]["probabilities"].clone()).unwrap();
     let argmax = |v: &[f64]| (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best });
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
 

@@ -2,6 +2,7 @@
 
 use super::metrics::ReliabilityBin;
 use super::report::Matrix;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 const FONT: &str = "sans-serif";
@@ -94,6 +95,36 @@ pub fn confusion(matrix: &Matrix, title: &str) -> String {
     })
 }
 
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type UnitChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A [0,1]×[0,1] chart with axis titles and the diagonal drawn.
+fn unit_square<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: String,
+    x: &str,
+    y: &str,
+) -> Result<UnitChart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 16))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x)
+        .y_desc(y)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
+        .map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
 /// The malignancy ROC curve with the model's operating point.
 pub fn roc(
     points: &[(f64, f64, f64)],
@@ -106,22 +137,7 @@ pub fn roc(
             "Malignancy ROC (AUC {})",
             auc.map_or("n/a".into(), |a| format!("{a:.3}"))
         );
-        let mut chart = ChartBuilder::on(&area)
-            .caption(caption, (FONT, 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("1 − specificity")
-            .y_desc("sensitivity")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
-            .map_err(|e| e.to_string())?;
+        let mut chart = unit_square(&area, caption, "1 − specificity", "sensitivity")?;
         chart
             .draw_series(LineSeries::new(
                 points.iter().map(|&(f, t, _)| (f, t)),
@@ -150,22 +166,8 @@ pub fn roc(
 /// Reliability diagram: accuracy against mean confidence per bin, with the diagonal.
 pub fn reliability(bins: &[ReliabilityBin], ece: f64) -> String {
     svg(420, 400, |area| {
-        let mut chart = ChartBuilder::on(&area)
-            .caption(format!("Reliability (ECE {ece:.3})"), (FONT, 16))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("confidence (top class)")
-            .y_desc("accuracy")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
-            .map_err(|e| e.to_string())?;
+        let caption = format!("Reliability (ECE {ece:.3})");
+        let mut chart = unit_square(&area, caption, "confidence (top class)", "accuracy")?;
         chart
             .draw_series(bins.iter().map(|b| {
                 Rectangle::new(
