@@ -155,8 +155,13 @@ async fn a_stalled_request_times_out_with_503() {
 }
 
 #[tokio::test]
-async fn unknown_routes_are_problem_404() {
+async fn unknown_routes_and_methods_are_problems() {
     let server = start(config(&[])).await;
     let response = server.get("/v2/everything").await;
     expect_problem(response, 404).await;
+    let problem = expect_problem(server.get("/predict").await, 405).await;
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("GET is not allowed on /predict"));
 }

@@ -30,6 +30,10 @@ pub struct Problem {
 pub enum ApiError {
     /// 400: empty, undecodable or malformed input.
     BadRequest(String),
+    /// 404: no such route.
+    NotFound(String),
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed(String),
     /// 413: body or batch over its limit.
     TooLarge(String),
     /// 415: a content type we do not read.
@@ -52,6 +56,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -64,6 +70,8 @@ impl ApiError {
     /// The problem body of this error.
     pub fn problem(&self) -> Problem {
         let (ApiError::BadRequest(detail)
+        | ApiError::NotFound(detail)
+        | ApiError::MethodNotAllowed(detail)
         | ApiError::TooLarge(detail)
         | ApiError::UnsupportedType(detail)
         | ApiError::Unprocessable(detail)

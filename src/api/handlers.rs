@@ -366,20 +366,19 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<ModelDescriptio
 }
 
 /// Any other path: a problem body rather than an empty 404.
-pub async fn not_found(request: Request) -> impl IntoResponse {
-    let problem = Problem {
-        kind: "about:blank".into(),
-        title: "Not Found".into(),
-        status: 404,
-        detail: format!(
-            "no route for {} {}; see /docs",
-            request.method(),
-            request.uri().path()
-        ),
-    };
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        Json(problem),
-    )
+pub async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {} {}; see /docs",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// A known path with the wrong method: a problem body rather than an empty 405.
+pub async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}; see /docs",
+        request.method(),
+        request.uri().path()
+    ))
 }

@@ -80,6 +80,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(inference)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
         .layer(
             ServiceBuilder::new()
