@@ -57,7 +57,7 @@ pub struct Config {
     /// Inference jobs that may wait for the engine; beyond that requests get 429.
     #[arg(long, env = "MAMMO_MAX_QUEUE_SIZE", default_value_t = 64)]
     pub max_queue_size: usize,
-    /// Largest /predict body in bytes (full-field mammograms are 10–60 MB).
+    /// Largest /predict body in bytes (a 3000×4000 16-bit mammogram is 24 MB uncompressed).
     #[arg(long, env = "MAMMO_MAX_BODY_BYTES", default_value_t = 64 * MIB)]
     pub max_body_bytes: usize,
     /// Largest /batch body in bytes.

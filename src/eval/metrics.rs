@@ -321,7 +321,8 @@ mod tests {
             sensitivity_specificity(&scores, &positive, 0.35),
             (1.0, 1.0 / 3.0)
         );
-        // Specificity ≥ 2/3 allows thresholds above 0.4: sensitivity 1/2 at 0.8... and 0.7 gives spec 1/3.
+        // Negatives 0.1, 0.4, 0.7: specificity ≥ 0.6 allows one false positive (threshold 0.7),
+        // where one of the two positives (0.8) is caught: sensitivity 1/2.
         assert!((sensitivity_at_specificity(&scores, &positive, 0.6) - 0.5).abs() < 1e-12);
     }
 
