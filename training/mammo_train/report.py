@@ -5,7 +5,9 @@ python -m mammo_train.report runs/lite0-last [--leaky runs/lite0-last-leaky] [--
 Metrics: 8-class accuracy and balanced accuracy; malignancy ROC AUC with a 95% bootstrap CI
 that resamples families; the threshold reaching the target sensitivity on the out-of-fold
 predictions, with sensitivity and specificity there; density accuracy and linear-weighted
-Cohen's kappa; per-fold accuracy (mean ± sd); the majority-class baseline beside them.
+Cohen's kappa; per-fold accuracy (mean ± sd); the majority-class baseline beside them. `--versus RUN` adds
+the paired difference to another run's out-of-fold predictions on the same files (accuracy and
+AUC, with a 95% CI from resampling families).
 """
 
 import argparse
@@ -70,6 +72,34 @@ def metrics(p, y, fam, fold, target):
     }
 
 
+def versus(run: Path, other: Path, rounds=1000, seed=0):
+    """This run minus `other` on the same files: accuracy and malignancy AUC differences with a
+    paired family-bootstrap 95% CI."""
+    names = [[r["filename"] for r in csv.DictReader(open(r / "oof.csv", newline=""))] for r in (run, other)]
+    if names[0] != names[1]:
+        raise ValueError(f"{run} and {other} hold different files")
+    (p, y, fam, _), (q, _, _, _) = load(run), load(other)
+    positive = y % 2 == 1
+
+    def diff(idx):
+        acc = (p[idx].argmax(1) == y[idx]).mean() - (q[idx].argmax(1) == y[idx]).mean()
+        auc = roc_auc_score(positive[idx], p[idx, 1::2].sum(1)) - roc_auc_score(positive[idx], q[idx, 1::2].sum(1))
+        return acc, auc
+
+    rng = np.random.default_rng(seed)
+    families = np.unique(fam)
+    members = {f: np.where(fam == f)[0] for f in families}
+    samples = []
+    for _ in range(rounds):
+        idx = np.concatenate([members[f] for f in rng.choice(families, len(families))])
+        if positive[idx].any() and not positive[idx].all():
+            samples.append(diff(idx))
+    acc, auc = diff(np.arange(len(y)))
+    lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
+    return {"versus": str(other), "accuracy_difference": float(acc), "accuracy_difference_ci95": [float(lo[0]), float(hi[0])],
+            "auc_difference": float(auc), "auc_difference_ci95": [float(lo[1]), float(hi[1])]}
+
+
 def majority(y):
     top = np.bincount(y).argmax()
     pred = np.full_like(y, top)
@@ -82,6 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="grouped CV report")
     parser.add_argument("run", type=Path)
     parser.add_argument("--leaky", type=Path, help="a --leaky run of the same model, for comparison")
+    parser.add_argument("--versus", type=Path, action="append", default=[],
+                        help="another run on the same files, for a paired comparison (repeatable)")
     parser.add_argument("--sensitivity", type=float, default=0.9)
     args = parser.parse_args()
     p, y, fam, fold = load(args.run)
@@ -89,6 +121,8 @@ def main() -> None:
     if args.leaky:
         lp, ly, lfam, lfold = load(args.leaky)
         report["leaky_random_split"] = metrics(lp, ly, lfam, lfold, args.sensitivity)
+    if args.versus:
+        report["paired_differences"] = [versus(args.run, other) for other in args.versus]
     (args.run / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
