@@ -51,12 +51,19 @@ pub struct Config {
     /// Warm-up inferences before the server reports ready.
     #[arg(long, env = "MAMMO_WARMUP_RUNS", default_value_t = 3)]
     pub warmup_runs: usize,
-    /// Most images in one engine run (a /batch request is split into runs of this size).
+    /// Most images in one engine run: concurrent /predict and /batch images are batched up to it.
     #[arg(long, env = "MAMMO_MAX_BATCH_SIZE", default_value_t = 8)]
     pub max_batch_size: usize,
-    /// Inference jobs that may wait for the engine; beyond that requests get 429.
+    /// Milliseconds the oldest waiting image may hold back a batch that is not full.
+    #[arg(long, env = "MAMMO_MAX_QUEUE_DELAY_MS", default_value_t = 2.0)]
+    pub max_queue_delay_ms: f64,
+    /// Images that may wait for the engine; a request whose images do not fit gets 429.
     #[arg(long, env = "MAMMO_MAX_QUEUE_SIZE", default_value_t = 64)]
     pub max_queue_size: usize,
+    /// Engine worker threads, each with its own ONNX Runtime session (more help on a GPU or a
+    /// many-core CPU with --intra-threads set).
+    #[arg(long, env = "MAMMO_ENGINE_WORKERS", default_value_t = 1)]
+    pub engine_workers: usize,
     /// Largest /predict body in bytes (a 3000×4000 16-bit mammogram is 24 MB uncompressed).
     #[arg(long, env = "MAMMO_MAX_BODY_BYTES", default_value_t = 64 * MIB)]
     pub max_body_bytes: usize,
@@ -92,6 +99,7 @@ impl Config {
             ("--max-batch-body-bytes", self.max_batch_body_bytes),
             ("--max-batch-items", self.max_batch_items),
             ("--max-concurrency", self.max_concurrency),
+            ("--engine-workers", self.engine_workers),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{flag} must be at least 1")));
@@ -99,6 +107,17 @@ impl Config {
         if self.fp16 && matches!(self.device, Device::Cpu | Device::Cuda) {
             return Err(ConfigError(
                 "--fp16 applies to TensorRT: use it with --device tensorrt or auto".into(),
+            ));
+        }
+        if self.max_batch_items > self.max_queue_size {
+            return Err(ConfigError(format!(
+                "--max-batch-items ({}) must not exceed --max-queue-size ({}): a full batch could never be queued",
+                self.max_batch_items, self.max_queue_size
+            )));
+        }
+        if !(self.max_queue_delay_ms.is_finite() && self.max_queue_delay_ms >= 0.0) {
+            return Err(ConfigError(
+                "--max-queue-delay-ms must be zero or a positive number".into(),
             ));
         }
         if !(self.request_timeout.is_finite() && self.request_timeout > 0.0) {
@@ -128,6 +147,8 @@ impl Config {
             warmup_runs: self.warmup_runs,
             max_queue_size: self.max_queue_size,
             max_batch_size: self.max_batch_size,
+            max_queue_delay: Duration::from_secs_f64(self.max_queue_delay_ms / 1e3),
+            workers: self.engine_workers,
         }
     }
 
@@ -173,6 +194,12 @@ mod tests {
             .contains("--fp16"));
         assert!(parse(&["--max-batch-items", "0"]).validate().is_err());
         assert!(parse(&["--request-timeout", "0"]).validate().is_err());
+        assert!(parse(&["--max-queue-delay-ms=-1"]).validate().is_err());
+        assert!(
+            parse(&["--max-batch-items", "65", "--max-queue-size", "64"])
+                .validate()
+                .is_err()
+        );
         parse(&["--device", "tensorrt", "--fp16"])
             .validate()
             .unwrap();

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod eval;
 pub mod imaging;
+pub mod metrics;
 pub mod model;
 mod server;
 

@@ -89,10 +89,12 @@ impl Loader {
             environment,
         } = self;
         let engine_config = config.engine();
-        let engine =
-            tokio::task::spawn_blocking(move || Engine::load(&environment, &engine_config))
-                .await
-                .context("model loading panicked")??;
+        let metrics = state.metrics();
+        let engine = tokio::task::spawn_blocking(move || {
+            Engine::load(&environment, &engine_config, metrics)
+        })
+        .await
+        .context("model loading panicked")??;
         state.set_engine(engine);
         Ok(())
     }

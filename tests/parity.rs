@@ -103,7 +103,7 @@ async fn python_and_rust_preprocess_alike() {
     let config = config(&["--model", &model.display().to_string()]);
     println!("model for the probability check: {}", model.display());
     let env = engine::environment(&config.ort_lib).unwrap();
-    let engine = Engine::load(&env, &config.engine()).unwrap();
+    let engine = Engine::load(&env, &config.engine(), Default::default()).unwrap();
     let metadata = engine.info().metadata.clone();
     let model_prep = metadata.preprocessing.clone();
     for name in CLASS_FIXTURES {
@@ -124,8 +124,16 @@ async fn python_and_rust_preprocess_alike() {
                 })
                 .collect()
         };
-        let a = engine.infer(renorm(&rust), 1).await.unwrap().logits[0];
-        let b = engine.infer(renorm(&python), 1).await.unwrap().logits[0];
+        let a = engine
+            .infer(vec![renorm(&rust)], None)
+            .await
+            .unwrap()
+            .logits[0];
+        let b = engine
+            .infer(vec![renorm(&python)], None)
+            .await
+            .unwrap()
+            .logits[0];
         let (pa, pb) = (
             canonical_probabilities(&a, &metadata),
             canonical_probabilities(&b, &metadata),

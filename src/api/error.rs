@@ -124,7 +124,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Overloaded(_) => ApiError::Overloaded(format!("{e}; retry shortly")),
-            EngineError::Stopped => ApiError::Unavailable(e.to_string()),
+            EngineError::Stopped | EngineError::Expired(_) => ApiError::Unavailable(e.to_string()),
             EngineError::Startup(_) | EngineError::Inference(_) => {
                 ApiError::Internal(e.to_string())
             }

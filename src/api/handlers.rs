@@ -66,6 +66,17 @@ fn millis(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// `X-Queue-Time`, `X-Inference-Time` and `X-Total-Time` in milliseconds.
+type TimingHeaders = [(&'static str, String); 3];
+
+fn timing_headers(t: &Timing) -> TimingHeaders {
+    [
+        ("x-queue-time", t.queue.to_string()),
+        ("x-inference-time", t.inference.to_string()),
+        ("x-total-time", t.total.to_string()),
+    ]
+}
+
 fn timing(inference: &Inference, started: Instant) -> Timing {
     Timing {
         queue: millis(inference.queue),
@@ -84,30 +95,36 @@ fn timing(inference: &Inference, started: Instant) -> Timing {
         content(([u8] = "image/jpeg"), ([u8] = "image/png"), ([u8] = "application/octet-stream"), (PredictUpload = "multipart/form-data"))
     ),
     responses(
-        (status = 200, description = "Density, malignancy and 8-class probabilities", body = PredictResponse),
+        (status = 200, description = "Density, malignancy and 8-class probabilities", body = PredictResponse, headers(
+            ("x-queue-time" = f64, description = "Milliseconds the image waited for the engine"),
+            ("x-inference-time" = f64, description = "Milliseconds of the engine run (the whole dynamic batch it was part of)"),
+            ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
+        )),
         (status = 400, description = "Empty body, bytes that are not a JPEG/PNG, a corrupt image, or a multipart body without `file`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over --max-body-bytes", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type other than image/jpeg, image/png, application/octet-stream or multipart/form-data", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A decodable image we cannot use (too large or too small)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests in flight or the inference queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Model not loaded yet, or the request ran past --request-timeout; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet, or the request ran past --request-timeout (in the queue or anywhere else); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn predict(
     State(state): State<AppState>,
     request: Request,
-) -> Result<Json<PredictResponse>, ApiError> {
+) -> Result<(TimingHeaders, Json<PredictResponse>), ApiError> {
     let started = Instant::now();
     let engine = state.engine()?.clone();
     let bytes = read_single_image(request, &state).await?;
     let tensor = state.tensor(bytes, &engine).await?;
-    let inference = engine.infer(tensor, 1).await?;
+    let inference = engine
+        .infer(vec![tensor], Some(state.deadline(started)))
+        .await?;
     let prediction = interpret(&inference.logits[0], &engine.info().metadata);
-    Ok(Json(PredictResponse::new(
-        prediction,
-        engine.info(),
-        timing(&inference, started),
-    )))
+    let timing = timing(&inference, started);
+    Ok((
+        timing_headers(&timing),
+        Json(PredictResponse::new(prediction, engine.info(), timing)),
+    ))
 }
 
 async fn read_single_image(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
@@ -146,19 +163,23 @@ async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
         content((BatchUpload = "multipart/form-data"), (BatchRequest = "application/json"))
     ),
     responses(
-        (status = 200, description = "One result per item, in request order: a prediction or that item's problem", body = BatchResponse),
+        (status = 200, description = "One result per item, in request order: a prediction or that item's problem", body = BatchResponse, headers(
+            ("x-queue-time" = f64, description = "Milliseconds the longest-waiting item waited for the engine"),
+            ("x-inference-time" = f64, description = "Milliseconds of the longest engine run among the items"),
+            ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
+        )),
         (status = 400, description = "Malformed multipart or JSON, no items, or an unexpected multipart field", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over --max-batch-body-bytes or more items than --max-batch-items", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type other than multipart/form-data or application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "JSON that does not match the schema", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Overloaded; see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Model not loaded yet, or past --request-timeout; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests in flight, or the batch's images do not fit in the inference queue; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet, or past --request-timeout (in the queue or anywhere else); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn batch(
     State(state): State<AppState>,
     request: Request,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<(TimingHeaders, Json<BatchResponse>), ApiError> {
     let started = Instant::now();
     let engine = state.engine()?.clone();
     let items = read_batch(request, &state).await?;
@@ -183,17 +204,14 @@ pub async fn batch(
         decoded.push((id, tensor));
     }
 
-    let good: Vec<f32> = decoded
-        .iter()
-        .filter_map(|(_, t)| t.as_ref().ok())
-        .flatten()
-        .copied()
+    let good: Vec<Vec<f32>> = decoded
+        .iter_mut()
+        .filter_map(|(_, t)| t.as_mut().ok().map(std::mem::take))
         .collect();
-    let n_good = decoded.iter().filter(|(_, t)| t.is_ok()).count();
-    let inference = if n_good > 0 {
-        Some(engine.infer(good, n_good).await?)
-    } else {
+    let inference = if good.is_empty() {
         None
+    } else {
+        Some(engine.infer(good, Some(state.deadline(started))).await?)
     };
 
     let info = engine.info();
@@ -234,12 +252,15 @@ pub async fn batch(
         },
         |inf| timing(inf, started),
     );
-    Ok(Json(BatchResponse {
-        results,
-        model: ModelRef::from(info),
-        timing_ms,
-        notice: NOTICE.to_string(),
-    }))
+    Ok((
+        timing_headers(&timing_ms),
+        Json(BatchResponse {
+            results,
+            model: ModelRef::from(info),
+            timing_ms,
+            notice: NOTICE.to_string(),
+        }),
+    ))
 }
 
 /// Batch items as (id, bytes or that item's problem), in request order.
@@ -363,6 +384,24 @@ fn health_report(state: &AppState) -> (StatusCode, Json<Health>) {
 pub async fn model(State(state): State<AppState>) -> Result<Json<ModelDescription>, ApiError> {
     let engine: &Engine = state.engine()?;
     Ok(Json(ModelDescription::from(engine.info())))
+}
+
+/// Prometheus metrics: requests by route and status, queue, inference and end-to-end time
+/// histograms, engine batch sizes, queue depth, requests in flight and the loaded model.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.render_metrics(),
+    )
 }
 
 /// Any other path: a problem body rather than an empty 404.

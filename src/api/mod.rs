@@ -11,11 +11,13 @@ pub use state::AppState;
 
 use crate::config::Config;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::Request;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
+use std::time::Instant;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -32,11 +34,12 @@ use utoipa_swagger_ui::SwaggerUi;
         description = "Mammogram breast density (BI-RADS A–D) and benign/malignant classification. Decision support for radiologists, not a diagnosis.",
         license(name = "Apache-2.0")
     ),
-    paths(handlers::predict, handlers::batch, handlers::health, handlers::live, handlers::ready, handlers::model),
+    paths(handlers::predict, handlers::batch, handlers::health, handlers::live, handlers::ready, handlers::model, handlers::metrics),
     tags(
         (name = "inference", description = "Predictions"),
         (name = "health", description = "Liveness and readiness"),
-        (name = "model", description = "The loaded model")
+        (name = "model", description = "The loaded model"),
+        (name = "metrics", description = "Prometheus metrics")
     )
 )]
 pub struct ApiDoc;
@@ -77,8 +80,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/health/live", get(handlers::live))
         .route("/health/ready", get(handlers::ready))
         .route("/v1/model", get(handlers::model))
+        .route("/metrics", get(handlers::metrics))
         .merge(inference)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
@@ -102,6 +107,24 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+}
+
+/// Counts every routed request by route and status, times it, and tracks requests in flight.
+async fn track(
+    State(state): State<AppState>,
+    request: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_string(),
+        |p| p.as_str().to_string(),
+    );
+    let metrics = state.metrics();
+    let started = Instant::now();
+    let _in_flight = metrics.in_flight();
+    let response = next.run(request).await;
+    metrics.request_finished(&route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Errors raised by the middleware (shedding, timeout) as problems.

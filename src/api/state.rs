@@ -1,11 +1,13 @@
-//! What the handlers share: the engine once loaded, input limits, and the decode pool.
+//! What the handlers share: the engine once loaded, input limits, the decode pool and metrics.
 
 use super::error::ApiError;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::imaging::{self, DecodeLimits};
+use crate::metrics::{Metrics, Snapshot};
 use axum::body::Bytes;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Shared handler state; cheap to clone.
@@ -20,6 +22,10 @@ struct Inner {
     max_batch_items: usize,
     /// Bounds concurrent decode/preprocess jobs to the number of cores.
     decode_slots: Arc<Semaphore>,
+    /// How long a request may take; its images expire in the queue after that.
+    request_timeout: Duration,
+    queue_capacity: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -32,6 +38,9 @@ impl AppState {
                 limits: config.decode_limits(),
                 max_batch_items: config.max_batch_items,
                 decode_slots: Arc::new(Semaphore::new(cores)),
+                request_timeout: config.request_timeout(),
+                queue_capacity: config.max_queue_size,
+                metrics: Arc::default(),
             }),
         }
     }
@@ -55,6 +64,35 @@ impl AppState {
     /// Whether the model is loaded and warmed up.
     pub fn is_ready(&self) -> bool {
         self.inner.engine.get().is_some()
+    }
+
+    /// Where the server and engine record their metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.inner.metrics)
+    }
+
+    /// The metrics in Prometheus text format, with the queue and model read now.
+    pub fn render_metrics(&self) -> String {
+        let engine = self.inner.engine.get();
+        let snapshot = Snapshot {
+            model: engine.map_or_else(Vec::new, |e| {
+                let info = e.info();
+                vec![
+                    ("name", info.name.clone()),
+                    ("version", info.metadata.version.clone()),
+                    ("sha256", info.sha256.clone()),
+                    ("provider", info.provider.name().to_string()),
+                ]
+            }),
+            queue_depth: engine.map_or(0, Engine::queue_depth),
+            queue_capacity: self.inner.queue_capacity,
+        };
+        self.inner.metrics.render(&snapshot)
+    }
+
+    /// The instant after which a request that started at `started` is past its time.
+    pub fn deadline(&self, started: Instant) -> Instant {
+        started + self.inner.request_timeout
     }
 
     /// Most items in one batch.

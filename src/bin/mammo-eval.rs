@@ -165,10 +165,12 @@ fn load_engine(run: &RunArgs) -> anyhow::Result<Engine> {
         },
         intra_threads: run.intra_threads,
         warmup_runs: 1,
-        max_queue_size: 4,
+        max_queue_size: 4 * run.batch.max(1),
         max_batch_size: run.batch.max(1),
+        max_queue_delay: std::time::Duration::ZERO,
+        workers: 1,
     };
-    Ok(Engine::load(&env, &config)?)
+    Ok(Engine::load(&env, &config, Default::default())?)
 }
 
 fn progress_bar(len: usize) -> ProgressBar {

@@ -1,14 +1,18 @@
-//! Tensor to logits: the ONNX Runtime environment, the session and its execution provider,
-//! warm-up, and the worker thread that owns the session. Knows nothing about HTTP.
+//! Tensor to logits: the ONNX Runtime environment, sessions and their execution provider,
+//! warm-up, the dynamic batching queue and the worker threads that own the sessions.
+//! Knows nothing about HTTP.
 
+mod batcher;
 mod providers;
 mod runtime;
 mod session;
 
+use batcher::{ImageResult, Item, Queue};
 pub use providers::{Device, GpuOptions, Provider};
 pub use runtime::{environment, RuntimeError, DEFAULT_ORT_LIB, SETUP_HINT};
 pub use session::CLASSES;
 
+use crate::metrics::Metrics;
 use crate::model::ModelMetadata;
 use ort::environment::Environment;
 use sha2::{Digest, Sha256};
@@ -16,7 +20,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
 
 /// Everything the engine needs to load and run a model.
 #[derive(Debug, Clone)]
@@ -24,14 +27,18 @@ pub struct EngineConfig {
     pub model: PathBuf,
     pub device: Device,
     pub gpu: GpuOptions,
-    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose (one per core).
+    /// ONNX Runtime intra-op threads per worker; 0 lets ONNX Runtime choose (one per core).
     pub intra_threads: usize,
-    /// Inferences run at start-up before the engine is handed out.
+    /// Extra single-image inferences at start-up, after one run of every batch size.
     pub warmup_runs: usize,
-    /// Jobs that may wait for the worker; more are refused as overload.
+    /// Images that may wait for a worker; more are refused as overload.
     pub max_queue_size: usize,
-    /// Most images in one session run; larger jobs are split.
+    /// Most images in one session run.
     pub max_batch_size: usize,
+    /// Longest time the oldest waiting image holds back a partial batch.
+    pub max_queue_delay: Duration,
+    /// Worker threads, each owning one session.
+    pub workers: usize,
 }
 
 /// What was loaded, for `/health`, `/v1/model` and every response.
@@ -50,7 +57,7 @@ pub struct ModelInfo {
     pub fp16: bool,
 }
 
-/// Logits for a job's images with the time spent waiting and running.
+/// Logits for a request's images, in order, with the longest wait and run among them.
 #[derive(Debug, Clone)]
 pub struct Inference {
     pub logits: Vec<[f32; CLASSES]>,
@@ -63,35 +70,50 @@ pub struct Inference {
 pub enum EngineError {
     #[error("model could not be loaded: {0}")]
     Startup(String),
-    #[error("the inference queue is full ({0} jobs waiting)")]
+    #[error("the inference queue is full ({0} images waiting)")]
     Overloaded(usize),
+    #[error("the request waited {0:?} in the inference queue and passed its deadline")]
+    Expired(Duration),
     #[error("the inference worker has stopped")]
     Stopped,
     #[error("inference failed: {0}")]
     Inference(String),
 }
 
-struct Job {
-    input: Vec<f32>,
-    n: usize,
-    enqueued: Instant,
-    reply: oneshot::Sender<Result<Inference, EngineError>>,
-}
-
-/// A loaded, warmed-up model behind a bounded queue; cheap to clone.
+/// A loaded, warmed-up model behind a bounded batching queue; cheap to clone. The workers
+/// stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct Engine {
     info: Arc<ModelInfo>,
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<QueueHandle>,
+    per_image: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Closes the queue when the last [`Engine`] goes, so the workers end.
+struct QueueHandle(Arc<Queue>);
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Engine {
-    /// Loads the model, reads its metadata, warms it up and starts the worker thread that
-    /// owns the session. Blocks for as long as that takes.
-    pub fn load(env: &Environment, config: &EngineConfig) -> Result<Engine, EngineError> {
+    /// Loads the model once per worker, reads its metadata, warms every session up on every
+    /// batch size the batcher can form, and starts the workers. Blocks for as long as that takes.
+    pub fn load(
+        env: &Environment,
+        config: &EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, EngineError> {
         let (sha256, size_bytes) = file_sha256(&config.model)?;
-        let mut opened = session::open(env, config)?;
-        let metadata = read_metadata(&opened.session)?;
+        let max_batch = config.max_batch_size.max(1);
+        let mut sessions = Vec::new();
+        for _ in 0..config.workers.max(1) {
+            sessions.push(session::open(env, config)?);
+        }
+        let metadata = read_metadata(&sessions[0].session)?;
         let info = ModelInfo {
             name: config
                 .model
@@ -100,39 +122,55 @@ impl Engine {
             path: config.model.clone(),
             sha256,
             size_bytes,
-            provider: opened.provider,
-            fp16: config.gpu.fp16 && opened.provider == Provider::TensorRt,
+            provider: sessions[0].provider,
+            fp16: config.gpu.fp16 && sessions[0].provider == Provider::TensorRt,
             metadata,
         };
         let p = &info.metadata.preprocessing;
-        let zeros = vec![0.0f32; p.tensor_len()];
-        for _ in 0..config.warmup_runs.max(1) {
-            session::run(
-                &mut opened.session,
-                &opened.input_name,
-                &zeros,
-                1,
-                p.height,
-                p.width,
-            )?;
+        let (height, width, per_image) = (p.height, p.width, p.tensor_len());
+        let zeros = vec![0.0f32; per_image * max_batch];
+        let sizes = (1..=max_batch).chain(std::iter::repeat_n(1, config.warmup_runs));
+        for opened in &mut sessions {
+            for n in sizes.clone() {
+                let input = &zeros[..n * per_image];
+                session::run(
+                    &mut opened.session,
+                    &opened.input_name,
+                    input,
+                    n,
+                    height,
+                    width,
+                )?;
+            }
         }
-        tracing::info!(model = %info.path.display(), provider = info.provider.name(), version = %info.metadata.version, "model loaded and warmed up");
+        tracing::info!(model = %info.path.display(), provider = info.provider.name(), version = %info.metadata.version, workers = sessions.len(), max_batch, "model loaded and warmed up");
 
-        let (tx, rx) = mpsc::channel(config.max_queue_size.max(1));
-        let worker = Worker {
-            opened,
-            height: p.height,
-            width: p.width,
-            per_image: p.tensor_len(),
-            max_batch: config.max_batch_size.max(1),
-        };
-        std::thread::Builder::new()
-            .name("mammo-engine".into())
-            .spawn(move || worker.serve(rx))
-            .map_err(|e| EngineError::Startup(format!("could not start the engine thread: {e}")))?;
+        let queue = Arc::new(Queue::new(
+            config.max_queue_size,
+            max_batch,
+            config.max_queue_delay,
+        ));
+        for (i, opened) in sessions.into_iter().enumerate() {
+            let worker = Worker {
+                opened,
+                height,
+                width,
+                queue: Arc::clone(&queue),
+                metrics: Arc::clone(&metrics),
+                buffer: Vec::with_capacity(per_image * max_batch),
+            };
+            std::thread::Builder::new()
+                .name(format!("mammo-engine-{i}"))
+                .spawn(move || worker.serve())
+                .map_err(|e| {
+                    EngineError::Startup(format!("could not start an engine thread: {e}"))
+                })?;
+        }
         Ok(Engine {
             info: Arc::new(info),
-            jobs: tx,
+            queue: Arc::new(QueueHandle(queue)),
+            per_image,
+            metrics,
         })
     }
 
@@ -141,96 +179,123 @@ impl Engine {
         &self.info
     }
 
-    /// Runs `n` preprocessed images (concatenated CHW tensors). Refuses at once with
-    /// [`EngineError::Overloaded`] when the queue is full.
-    pub async fn infer(&self, input: Vec<f32>, n: usize) -> Result<Inference, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            input,
-            n,
-            enqueued: Instant::now(),
-            reply,
-        };
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Overloaded(self.jobs.max_capacity()),
-            mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
-        })?;
-        answer.await.map_err(|_| EngineError::Stopped)?
+    /// Images waiting for a worker now.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.0.depth()
+    }
+
+    /// Runs preprocessed images (one CHW tensor each), batched with whatever else is queued.
+    /// Refuses at once with [`EngineError::Overloaded`] when they do not all fit in the queue;
+    /// images still queued at `deadline` are answered [`EngineError::Expired`].
+    pub async fn infer(
+        &self,
+        images: Vec<Vec<f32>>,
+        deadline: Option<Instant>,
+    ) -> Result<Inference, EngineError> {
+        let (items, answers) = self.items(images, deadline)?;
+        self.queue.0.push_all(items)?;
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(answer.await.map_err(|_| EngineError::Stopped)??);
+        }
+        Ok(self.collect(results))
     }
 
     /// Like [`Engine::infer`] for callers outside an async runtime (offline evaluation): waits
     /// for room in the queue instead of refusing.
-    pub fn infer_blocking(&self, input: Vec<f32>, n: usize) -> Result<Inference, EngineError> {
-        let (job, answer) = Job::new(input, n);
-        self.jobs
-            .blocking_send(job)
-            .map_err(|_| EngineError::Stopped)?;
-        answer.blocking_recv().map_err(|_| EngineError::Stopped)?
+    pub fn infer_blocking(&self, images: Vec<Vec<f32>>) -> Result<Inference, EngineError> {
+        let (items, answers) = self.items(images, None)?;
+        self.queue.0.push_all_blocking(items)?;
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(answer.blocking_recv().map_err(|_| EngineError::Stopped)??);
+        }
+        Ok(self.collect(results))
+    }
+
+    fn items(
+        &self,
+        images: Vec<Vec<f32>>,
+        deadline: Option<Instant>,
+    ) -> Result<(Vec<Item>, Vec<Answer>), EngineError> {
+        if let Some(bad) = images.iter().find(|t| t.len() != self.per_image) {
+            return Err(EngineError::Inference(format!(
+                "got {} floats for an image of {}",
+                bad.len(),
+                self.per_image
+            )));
+        }
+        Ok(images.into_iter().map(|t| Item::new(t, deadline)).unzip())
+    }
+
+    fn collect(&self, results: Vec<ImageResult>) -> Inference {
+        for r in &results {
+            self.metrics.observe_queue(r.queue);
+        }
+        Inference {
+            queue: results.iter().map(|r| r.queue).max().unwrap_or_default(),
+            inference: results
+                .iter()
+                .map(|r| r.inference)
+                .max()
+                .unwrap_or_default(),
+            logits: results.into_iter().map(|r| r.logits).collect(),
+        }
     }
 }
 
-impl Job {
-    fn new(input: Vec<f32>, n: usize) -> (Job, oneshot::Receiver<Result<Inference, EngineError>>) {
-        let (reply, answer) = oneshot::channel();
-        (
-            Job {
-                input,
-                n,
-                enqueued: Instant::now(),
-                reply,
-            },
-            answer,
-        )
-    }
-}
+type Answer = tokio::sync::oneshot::Receiver<Result<ImageResult, EngineError>>;
 
+/// One engine thread: owns a session, runs the batches the queue hands it.
 struct Worker {
     opened: session::OpenSession,
     height: u32,
     width: u32,
-    per_image: usize,
-    max_batch: usize,
+    queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
+    /// The batch's concatenated input, reused between runs.
+    buffer: Vec<f32>,
 }
 
 impl Worker {
-    /// Serves jobs until every [`Engine`] handle is dropped.
-    fn serve(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(job) = jobs.blocking_recv() {
-            if job.reply.is_closed() {
-                continue; // the caller went away: do not spend the engine on it
-            }
+    /// Serves batches until the queue closes and drains.
+    fn serve(mut self) {
+        while let Some(batch) = self.queue.next_batch() {
             let started = Instant::now();
-            let result = self.run(&job.input, job.n).map(|logits| Inference {
-                logits,
-                queue: started - job.enqueued,
-                inference: started.elapsed(),
-            });
-            let _ = job.reply.send(result);
-        }
-    }
-
-    fn run(&mut self, input: &[f32], n: usize) -> Result<Vec<[f32; CLASSES]>, EngineError> {
-        if input.len() != n * self.per_image {
-            return Err(EngineError::Inference(format!(
-                "got {} floats for {n} images of {}",
-                input.len(),
-                self.per_image
-            )));
-        }
-        let mut logits = Vec::with_capacity(n);
-        for chunk in input.chunks(self.max_batch * self.per_image) {
-            let images = chunk.len() / self.per_image;
+            self.buffer.clear();
+            for item in &batch {
+                self.buffer.extend_from_slice(&item.input);
+            }
             let o = &mut self.opened;
-            logits.extend(session::run(
+            let n = batch.len();
+            let result = session::run(
                 &mut o.session,
                 &o.input_name,
-                chunk,
-                images,
+                &self.buffer,
+                n,
                 self.height,
                 self.width,
-            )?);
+            );
+            let inference = started.elapsed();
+            self.metrics.observe_batch(n, inference);
+            match result {
+                Ok(logits) => {
+                    for (item, logits) in batch.into_iter().zip(logits) {
+                        let _ = item.reply.send(Ok(ImageResult {
+                            logits,
+                            queue: started - item.enqueued,
+                            inference,
+                        }));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("inference failed for a batch of {n}: {e}");
+                    for item in batch {
+                        let _ = item.reply.send(Err(e.clone()));
+                    }
+                }
+            }
         }
-        Ok(logits)
     }
 }
 

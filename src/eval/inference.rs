@@ -71,8 +71,8 @@ fn run_batch(
         return;
     }
     let indices: Vec<usize> = pending.iter().map(|(i, _)| *i).collect();
-    let input: Vec<f32> = pending.drain(..).flat_map(|(_, t)| t).collect();
-    match engine.infer_blocking(input, indices.len()) {
+    let images: Vec<Vec<f32>> = pending.drain(..).map(|(_, t)| t).collect();
+    match engine.infer_blocking(images) {
         Ok(inference) => indices
             .iter()
             .zip(inference.logits)
