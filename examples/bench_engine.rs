@@ -1,12 +1,14 @@
-//! The raw engine's ceiling: preprocessed tensors of a real JPEG straight into an ONNX Runtime
-//! session (the server's settings: `GraphOptimizationLevel::All`, one intra-op thread per
-//! core), no queue, no HTTP, at batch sizes 1..=32; plus decode + preprocess time per image.
+//! The raw engine's ceiling: preprocessed tensors of a real JPEG straight into ONNX Runtime
+//! sessions (`GraphOptimizationLevel::All`, as the server), no queue, no HTTP, at batch sizes
+//! 1..=32, with one session using every core and with one single-threaded session per core side
+//! by side; plus decode + preprocess time per image.
 //!
 //! `cargo run --release --example bench_engine -- [MODEL] [IMAGE] [SECONDS_PER_SIZE]`
-//! The last line is `best_images_per_s=<N> batch=<B>` for scripts (scripts/benchmark.sh).
+//! The last line is `best_images_per_s=<N> sessions=<S> batch=<B>` for scripts/benchmark.sh.
 
 use mammo_serve::config::{Config, DEFAULT_MODEL};
 use mammo_serve::{engine, imaging};
+use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -22,14 +24,6 @@ fn main() -> anyhow::Result<()> {
     let seconds: f64 = args.get(3).map_or(Ok(4.0), |s| s.parse())?;
     let config = cpu_config(&model)?;
     let env = engine::environment(&config.ort_lib)?;
-    let builder_failed = |e: ort::Error<_>| anyhow::anyhow!("session options: {e}");
-    let mut session = Session::builder(&env)?
-        .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(builder_failed)?
-        .with_intra_threads(0)
-        .map_err(builder_failed)?
-        .commit_from_file(&model)?;
-    let input_name = session.inputs()[0].name().to_string();
 
     // The preprocessing contract comes from the model, as in the server.
     let engine = engine::Engine::load(&env, &config.engine(), Default::default())?;
@@ -45,40 +39,89 @@ fn main() -> anyhow::Result<()> {
     }
     decode.sort();
     let tensor = imaging::to_tensor(&bytes, &limits, &prep)?;
+    let cores = std::thread::available_parallelism()?.get();
     println!(
-        "model {model}; image {image}; {} cores; decode + preprocess p50 {:.2} ms",
-        std::thread::available_parallelism()?,
+        "model {model}; image {image}; {cores} cores; decode + preprocess p50 {:.2} ms",
         decode[decode.len() / 2].as_secs_f64() * 1e3
     );
 
-    let (h, w) = (prep.height as usize, prep.width as usize);
-    let mut best = (0.0, 0);
-    println!("{:>6} {:>12} {:>14}", "batch", "images/s", "ms per run");
-    for batch in [1usize, 2, 4, 8, 16, 32] {
-        let input: Vec<f32> = (0..batch).flat_map(|_| tensor.iter().copied()).collect();
-        let mut run = || -> anyhow::Result<()> {
-            let value = TensorRef::from_array_view(([batch, 3, h, w], input.as_slice()))?;
-            session.run(ort::inputs![input_name.as_str() => value])?;
-            Ok(())
-        };
-        run()?; // first run at a new shape allocates
-        let (started, mut runs) = (Instant::now(), 0u32);
-        while started.elapsed() < Duration::from_secs_f64(seconds) {
-            run()?;
-            runs += 1;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let rate = f64::from(runs) * batch as f64 / elapsed;
-        println!(
-            "{batch:>6} {rate:>12.1} {:>14.2}",
-            elapsed * 1e3 / f64::from(runs)
-        );
-        if rate > best.0 {
-            best = (rate, batch);
+    // Both ways to spend the cores: one session using all of them, or one single-threaded
+    // session per core running side by side (what --engine-workers does).
+    let shape = [3, prep.height as usize, prep.width as usize];
+    let mut best = (0.0, String::new());
+    println!("{:>9} {:>6} {:>12}", "sessions", "batch", "images/s");
+    for sessions in [1, cores] {
+        for batch in [1usize, 2, 4, 8, 16, 32] {
+            let rate = measure(
+                &env,
+                &model,
+                sessions,
+                cores / sessions,
+                batch,
+                &tensor,
+                shape,
+                seconds,
+            )?;
+            println!("{sessions:>9} {batch:>6} {rate:>12.1}");
+            if rate > best.0 {
+                best = (rate, format!("sessions={sessions} batch={batch}"));
+            }
         }
     }
-    println!("best_images_per_s={:.1} batch={}", best.0, best.1);
+    println!("best_images_per_s={:.1} {}", best.0, best.1);
     Ok(())
+}
+
+/// Images per second of `sessions` sessions (`threads` intra-op threads each) running batches
+/// of `batch` copies of `tensor` side by side for `seconds`.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    env: &Environment,
+    model: &str,
+    sessions: usize,
+    threads: usize,
+    batch: usize,
+    tensor: &[f32],
+    [c, h, w]: [usize; 3],
+    seconds: f64,
+) -> anyhow::Result<f64> {
+    let input: Vec<f32> = (0..batch).flat_map(|_| tensor.iter().copied()).collect();
+    std::thread::scope(|scope| -> anyhow::Result<f64> {
+        let handles: Vec<_> = (0..sessions)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<f64> {
+                    let failed = |e: ort::Error<_>| anyhow::anyhow!("session options: {e}");
+                    let mut session = Session::builder(env)?
+                        .with_optimization_level(GraphOptimizationLevel::All)
+                        .map_err(failed)?
+                        .with_intra_threads(threads)
+                        .map_err(failed)?
+                        .commit_from_file(model)?;
+                    let name = session.inputs()[0].name().to_string();
+                    let mut run = || -> anyhow::Result<()> {
+                        let value =
+                            TensorRef::from_array_view(([batch, c, h, w], input.as_slice()))?;
+                        session.run(ort::inputs![name.as_str() => value])?;
+                        Ok(())
+                    };
+                    run()?; // the first run at a new shape allocates
+                    let (started, mut done) = (Instant::now(), 0);
+                    while started.elapsed() < Duration::from_secs_f64(seconds) {
+                        run()?;
+                        done += batch as u64;
+                    }
+                    Ok(done as f64 / started.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))?
+            })
+            .sum()
+    })
 }
 
 /// The server's defaults with this model, on the CPU (no flags or environment needed).

@@ -17,7 +17,7 @@ seconds=${SECONDS_EACH:-30}
 mkdir -p bench
 scripts/setup.sh >/dev/null
 cargo build --release --quiet --bin mammo-serve --example bench_engine
-first=$(find "$images" -maxdepth 1 -iname '*.jpg' | sort | head -n 1)
+first=$(find "$images" -maxdepth 1 -iname '*.jpg' | sort | sed -n 1p)
 
 echo "== raw engine (no queue, no HTTP)"
 target/release/examples/bench_engine "$model" "$first" 5 | tee bench/engine.txt

@@ -20,7 +20,7 @@ export SCENARIO=${SCENARIO:-constant} RATE=${RATE:-50} DURATION=${DURATION:-20s}
 list=$(mktemp)
 trap 'rm -f "$list"; [ -z "${server:-}" ] || kill "$server" 2>/dev/null || true' EXIT
 find "$(realpath "${IMAGE_DIR:-tests/fixtures}")" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) \
-  ! -name 'bad_*' | sort | head -n "${IMAGE_LIMIT:-500}" > "$list"
+  ! -name 'bad_*' | sort | sed -n "1,${IMAGE_LIMIT:-500}p" > "$list"
 [ -s "$list" ] || { echo "no images in ${IMAGE_DIR:-tests/fixtures}" >&2; exit 1; }
 
 if [ -z "${BASE_URL:-}" ]; then

@@ -45,24 +45,31 @@ pub struct Config {
     /// Folder where TensorRT caches built engines and timing data between starts.
     #[arg(long, env = "MAMMO_TRT_CACHE_DIR", default_value = ".trt-cache")]
     pub trt_cache_dir: PathBuf,
-    /// ONNX Runtime intra-op threads; 0 = one per core.
+    /// ONNX Runtime intra-op threads per engine worker; 0 = the cores shared out among the
+    /// workers (at least one each).
     #[arg(long, env = "MAMMO_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
+    /// Let idle ONNX Runtime intra-op threads spin for work instead of sleeping.
+    #[arg(long, env = "MAMMO_INTRA_OP_SPINNING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub intra_op_spinning: bool,
     /// Warm-up inferences before the server reports ready.
     #[arg(long, env = "MAMMO_WARMUP_RUNS", default_value_t = 3)]
     pub warmup_runs: usize,
     /// Most images in one engine run: concurrent /predict and /batch images are batched up to it.
     #[arg(long, env = "MAMMO_MAX_BATCH_SIZE", default_value_t = 8)]
     pub max_batch_size: usize,
-    /// Milliseconds the oldest waiting image may hold back a batch that is not full.
-    #[arg(long, env = "MAMMO_MAX_QUEUE_DELAY_MS", default_value_t = 2.0)]
+    /// Milliseconds the oldest waiting image may hold back a batch that is not full. 0 (the
+    /// default, measured best on a CPU) still batches whatever queued while a worker was busy;
+    /// a GPU, where batches are much cheaper per image, gains from a few milliseconds.
+    #[arg(long, env = "MAMMO_MAX_QUEUE_DELAY_MS", default_value_t = 0.0)]
     pub max_queue_delay_ms: f64,
     /// Images that may wait for the engine; a request whose images do not fit gets 429.
     #[arg(long, env = "MAMMO_MAX_QUEUE_SIZE", default_value_t = 64)]
     pub max_queue_size: usize,
-    /// Engine worker threads, each with its own ONNX Runtime session (more help on a GPU or a
-    /// many-core CPU with --intra-threads set).
-    #[arg(long, env = "MAMMO_ENGINE_WORKERS", default_value_t = 1)]
+    /// Engine worker threads, each with its own ONNX Runtime session. Two single-threaded
+    /// workers gave a 2-core CPU its best throughput (docs/benchmarks.md); one worker with
+    /// every core gives the lowest single-request latency.
+    #[arg(long, env = "MAMMO_ENGINE_WORKERS", default_value_t = 2)]
     pub engine_workers: usize,
     /// Largest /predict body in bytes (a 3000×4000 16-bit mammogram is 24 MB uncompressed).
     #[arg(long, env = "MAMMO_MAX_BODY_BYTES", default_value_t = 64 * MIB)]
@@ -143,13 +150,23 @@ impl Config {
                 fp16: self.fp16,
                 trt_cache_dir: self.trt_cache_dir.clone(),
             },
-            intra_threads: self.intra_threads,
+            intra_threads: self.intra_threads_per_worker(),
+            intra_op_spinning: self.intra_op_spinning,
             warmup_runs: self.warmup_runs,
             max_queue_size: self.max_queue_size,
             max_batch_size: self.max_batch_size,
             max_queue_delay: Duration::from_secs_f64(self.max_queue_delay_ms / 1e3),
             workers: self.engine_workers,
         }
+    }
+
+    /// `--intra-threads`, or the cores shared out among the workers when it is 0.
+    pub fn intra_threads_per_worker(&self) -> usize {
+        if self.intra_threads > 0 {
+            return self.intra_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.engine_workers.max(1)).max(1)
     }
 
     /// Decoding bounds for uploaded images.
@@ -183,6 +200,17 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.model, PathBuf::from(DEFAULT_MODEL));
         assert_eq!(c.device, Device::Auto);
+    }
+
+    #[test]
+    fn cores_are_shared_among_workers() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let one = parse(&["--engine-workers", "1"]);
+        assert_eq!(one.intra_threads_per_worker(), cores);
+        let many = parse(&["--engine-workers", &(cores * 2).to_string()]);
+        assert_eq!(many.intra_threads_per_worker(), 1);
+        let set = parse(&["--engine-workers", "1", "--intra-threads", "3"]);
+        assert_eq!(set.intra_threads_per_worker(), 3);
     }
 
     #[test]

@@ -164,6 +164,7 @@ fn load_engine(run: &RunArgs) -> anyhow::Result<Engine> {
             trt_cache_dir: PathBuf::from(".trt-cache"),
         },
         intra_threads: run.intra_threads,
+        intra_op_spinning: true,
         warmup_runs: 1,
         max_queue_size: 4 * run.batch.max(1),
         max_batch_size: run.batch.max(1),

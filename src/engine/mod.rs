@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub gpu: GpuOptions,
     /// ONNX Runtime intra-op threads per worker; 0 lets ONNX Runtime choose (one per core).
     pub intra_threads: usize,
+    /// Whether idle intra-op threads spin for work (ONNX Runtime's default) instead of sleeping.
+    pub intra_op_spinning: bool,
     /// Extra single-image inferences at start-up, after one run of every batch size.
     pub warmup_runs: usize,
     /// Images that may wait for a worker; more are refused as overload.

@@ -61,6 +61,10 @@ fn build(
             b.with_intra_threads(config.intra_threads)
                 .map_err(Into::into)
         })
+        .and_then(|b| {
+            b.with_intra_op_spinning(config.intra_op_spinning)
+                .map_err(Into::into)
+        })
         .map_err(|e| format!("could not configure the ONNX Runtime session: {e}"))?;
     provider.register(&mut builder, gpu)?;
     builder.commit_from_file(&config.model).map_err(|e| {
