@@ -165,94 +165,86 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4) of everything recorded.
     pub fn render(&self, now: &Snapshot) -> String {
         let mut out = String::new();
-        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
-            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
-        };
-        help(
-            &mut out,
+        let o = &mut out;
+        header(
+            o,
             "mammo_http_requests_total",
             "counter",
             "HTTP requests answered, by route and status.",
         );
         for ((route, status), n) in lock(&self.requests).iter() {
             let _ = writeln!(
-                out,
+                o,
                 "mammo_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
                 escape(route)
             );
         }
-        help(
-            &mut out,
+        header(
+            o,
             "mammo_http_request_duration_seconds",
             "histogram",
             "End-to-end request time, by route.",
         );
         for (route, h) in lock(&self.request_seconds).iter() {
             h.render(
-                &mut out,
+                o,
                 "mammo_http_request_duration_seconds",
                 &format!("route=\"{}\"", escape(route)),
             );
         }
-        help(
-            &mut out,
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        scalar(
+            o,
             "mammo_http_requests_in_flight",
             "gauge",
             "Requests being handled now.",
+            in_flight,
         );
-        let _ = writeln!(
-            out,
-            "mammo_http_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
-        help(
-            &mut out,
-            "mammo_queue_wait_seconds",
-            "histogram",
-            "Time an image waited in the inference queue.",
-        );
-        lock(&self.queue_seconds).render(&mut out, "mammo_queue_wait_seconds", "");
-        help(
-            &mut out,
-            "mammo_inference_duration_seconds",
-            "histogram",
-            "Time of one engine run (a batch).",
-        );
-        lock(&self.inference_seconds).render(&mut out, "mammo_inference_duration_seconds", "");
-        help(
-            &mut out,
-            "mammo_batch_size",
-            "histogram",
-            "Images per engine run.",
-        );
-        lock(&self.batch_size).render(&mut out, "mammo_batch_size", "");
-        help(
-            &mut out,
+        let histograms = [
+            (
+                "mammo_queue_wait_seconds",
+                "Time an image waited in the inference queue.",
+                &self.queue_seconds,
+            ),
+            (
+                "mammo_inference_duration_seconds",
+                "Time of one engine run (a batch).",
+                &self.inference_seconds,
+            ),
+            (
+                "mammo_batch_size",
+                "Images per engine run.",
+                &self.batch_size,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            header(o, name, "histogram", help);
+            lock(h).render(o, name, "");
+        }
+        let images = self.images.load(Ordering::Relaxed);
+        scalar(
+            o,
             "mammo_images_inferred_total",
             "counter",
             "Images run through the model.",
+            images,
         );
-        let _ = writeln!(
-            out,
-            "mammo_images_inferred_total {}",
-            self.images.load(Ordering::Relaxed)
-        );
-        help(
-            &mut out,
+        scalar(
+            o,
             "mammo_queue_depth",
             "gauge",
             "Images waiting for an engine worker.",
+            now.queue_depth,
         );
-        let _ = writeln!(out, "mammo_queue_depth {}", now.queue_depth);
-        help(
-            &mut out,
+        scalar(
+            o,
             "mammo_queue_capacity",
             "gauge",
             "Most images the inference queue holds (--max-queue-size).",
+            now.queue_capacity,
         );
-        let _ = writeln!(out, "mammo_queue_capacity {}", now.queue_capacity);
-        help(
-            &mut out,
+        header(
+            o,
             "mammo_model_info",
             "gauge",
             "The loaded model (1 once loaded).",
@@ -263,10 +255,21 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
                 .collect();
-            let _ = writeln!(out, "mammo_model_info{{{}}} 1", labels.join(","));
+            let _ = writeln!(o, "mammo_model_info{{{}}} 1", labels.join(","));
         }
         out
     }
+}
+
+/// `# HELP` and `# TYPE` lines of one metric.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric with one unlabelled value.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]

@@ -37,16 +37,22 @@ def threshold_for_sensitivity(score: np.ndarray, positive: np.ndarray, target: f
     return float(pos[k - 1])
 
 
-def bootstrap_auc(score, positive, fam, rounds=1000, seed=0):
+def family_bootstrap(statistic, positive, fam, rounds=1000, seed=0):
+    """`statistic(idx)` over `rounds` resamples of whole families (with replacement); resamples
+    holding only one class are skipped."""
     rng = np.random.default_rng(seed)
     families = np.unique(fam)
     members = {f: np.where(fam == f)[0] for f in families}
-    aucs = []
+    values = []
     for _ in range(rounds):
         idx = np.concatenate([members[f] for f in rng.choice(families, len(families))])
-        if positive[idx].all() or not positive[idx].any():
-            continue
-        aucs.append(roc_auc_score(positive[idx], score[idx]))
+        if positive[idx].any() and not positive[idx].all():
+            values.append(statistic(idx))
+    return values
+
+
+def bootstrap_auc(score, positive, fam):
+    aucs = family_bootstrap(lambda idx: roc_auc_score(positive[idx], score[idx]), positive, fam)
     return float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))
 
 
@@ -72,7 +78,7 @@ def metrics(p, y, fam, fold, target):
     }
 
 
-def versus(run: Path, other: Path, rounds=1000, seed=0):
+def versus(run: Path, other: Path):
     """This run minus `other` on the same files: accuracy and malignancy AUC differences with a
     paired family-bootstrap 95% CI."""
     names = [[r["filename"] for r in csv.DictReader(open(r / "oof.csv", newline=""))] for r in (run, other)]
@@ -86,14 +92,7 @@ def versus(run: Path, other: Path, rounds=1000, seed=0):
         auc = roc_auc_score(positive[idx], p[idx, 1::2].sum(1)) - roc_auc_score(positive[idx], q[idx, 1::2].sum(1))
         return acc, auc
 
-    rng = np.random.default_rng(seed)
-    families = np.unique(fam)
-    members = {f: np.where(fam == f)[0] for f in families}
-    samples = []
-    for _ in range(rounds):
-        idx = np.concatenate([members[f] for f in rng.choice(families, len(families))])
-        if positive[idx].any() and not positive[idx].all():
-            samples.append(diff(idx))
+    samples = family_bootstrap(diff, positive, fam)
     acc, auc = diff(np.arange(len(y)))
     lo, hi = np.percentile(samples, [2.5, 97.5], axis=0)
     return {"versus": str(other), "accuracy_difference": float(acc), "accuracy_difference_ci95": [float(lo[0]), float(hi[0])],
