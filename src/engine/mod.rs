@@ -152,6 +152,8 @@ impl Engine {
             max_batch,
             config.max_queue_delay,
         ));
+        // Created before the workers so that a failed start closes the queue behind them.
+        let handle = Arc::new(QueueHandle(Arc::clone(&queue)));
         for (i, opened) in sessions.into_iter().enumerate() {
             let worker = Worker {
                 opened,
@@ -170,7 +172,7 @@ impl Engine {
         }
         Ok(Engine {
             info: Arc::new(info),
-            queue: Arc::new(QueueHandle(queue)),
+            queue: handle,
             per_image,
             metrics,
         })
