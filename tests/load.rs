@@ -201,3 +201,53 @@ async fn metrics_count_requests_images_and_time() {
         "{after}"
     );
 }
+
+#[tokio::test]
+async fn work_that_waits_past_its_deadline_gets_503_and_the_rest_is_answered() {
+    // One single-threaded worker on the shipped model (milliseconds an image) and a 60 ms
+    // budget: of 24 requests arriving together, the last ones cannot start in time.
+    let model = repo().join("models/mammo.onnx");
+    let server = start(config(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--engine-workers",
+        "1",
+        "--max-batch-size",
+        "1",
+        "--request-timeout",
+        "0.06",
+    ]))
+    .await;
+    let requests = (0..24).map(|i| server.post_image(fixture(CLASS_FIXTURES[i % 8]), "image/jpeg"));
+    let (mut ok, mut late) = (0, 0);
+    for r in join_all(requests).await {
+        match r.status().as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                expect_problem(r, 503).await;
+                late += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok > 0 && late > 0, "{ok} answered, {late} late");
+    // Abandoned images leave the queue when a worker next looks (after the run in progress).
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = server.get("/metrics").await.text().await.unwrap();
+        if series(&metrics, "mammo_queue_depth") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        series(&metrics, "mammo_queue_depth"),
+        0.0,
+        "nothing left queued"
+    );
+    assert!(
+        series(&metrics, "mammo_images_inferred_total") < 24.0,
+        "late images were not run"
+    );
+}
