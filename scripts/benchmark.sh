@@ -25,7 +25,7 @@ engine=$(sed -n 's/^best_images_per_s=\([0-9.]*\).*/\1/p' bench/engine.txt)
 
 run() { # name scenario rate|- ; k6 summary to bench/NAME.json
   local name=$1; shift
-  env "$@" DURATION="${seconds}s" IMAGE_DIR="$images" MODEL="$model" \
+  env "$@" DISCARD_BODIES=1 DURATION="${seconds}s" IMAGE_DIR="$images" MODEL="$model" \
     K6_ARGS="--summary-export bench/$name.json" scripts/load_test.sh predict > "bench/$name.txt" 2>&1 \
     || echo "k6 $name: thresholds crossed or k6 failed (see bench/$name.txt)"
 }

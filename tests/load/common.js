@@ -7,6 +7,9 @@ import http from "k6/http";
 import { Counter, Trend } from "k6/metrics";
 
 export const BASE_URL = __ENV.BASE_URL || "http://127.0.0.1:8080";
+// DISCARD_BODIES=1 skips reading response bodies (and the body checks): less k6 CPU per request,
+// for benchmarks where k6 shares the machine with the server.
+export const DISCARD_BODIES = __ENV.DISCARD_BODIES === "1";
 
 const FIXTURES = ["d1b_Image_2", "d1m_Image_3", "d2b_Image_60", "d2m_Image_9", "d3b_Image_1", "d3m_Image_31", "d4b_Image_8", "d4m_Image_83"]
   .map((n) => `tests/fixtures/${n}.jpg`);
