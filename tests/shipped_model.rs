@@ -24,7 +24,7 @@ async fn the_default_model_is_the_shipped_trained_model() {
     let server = start(config(&["--model", &shipped.display().to_string()])).await;
     let model: Value = server.get("/v1/model").await.json().await.unwrap();
     assert_eq!(model["arch"], "efficientnet_lite0");
-    assert_eq!(model["version"], "1.0.0");
+    assert_eq!(model["version"], "2.0.0");
     assert!(model["trained_on"].as_str().unwrap().contains("DPhi"));
     let threshold = model["malignancy_threshold"].as_f64().unwrap();
     assert!(threshold > 0.0 && threshold < 1.0);

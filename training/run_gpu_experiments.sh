@@ -8,6 +8,8 @@
 # Usage (from training/): ./run_gpu_experiments.sh DATA_CSV [PYTHON]
 # Environment: DEVICE (default cuda), EPOCHS (default 10), PATIENCE (default 3), THREADS (default 4).
 # Logs and results in runs/; run `python -m mammo_train.report runs/NAME` on the results.
+# On a machine lent for a fixed time, copy each runs/*-final/model.pt away as soon as it
+# appears: in the first run the CVs used the whole budget and the finals were lost with it.
 set -euo pipefail
 cd "$(dirname "$0")"
 data=$1
