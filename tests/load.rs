@@ -23,6 +23,14 @@ fn series(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A ready server on the shipped model (slow enough on a CPU to build a queue) with `extra` flags.
+async fn start_shipped(extra: &[&str]) -> TestServer {
+    let model = repo().join("models/mammo.onnx");
+    let mut args = vec!["--model", model.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start(config(&args)).await
+}
+
 #[tokio::test]
 async fn concurrent_requests_are_batched_and_each_answer_is_for_its_own_image() {
     let server = start(config(&[
@@ -71,11 +79,7 @@ async fn concurrent_requests_are_batched_and_each_answer_is_for_its_own_image() 
 async fn a_full_queue_answers_429_keeps_health_live_and_recovers() {
     // The shipped model is slow enough on a CPU (milliseconds an image) for a queue of two
     // images to overflow when 48 requests arrive together.
-    let model = repo().join("models/mammo.onnx");
-    let model = model.to_str().unwrap();
-    let server = start(config(&[
-        "--model",
-        model,
+    let server = start_shipped(&[
         "--max-queue-size",
         "2",
         "--max-batch-items",
@@ -84,7 +88,7 @@ async fn a_full_queue_answers_429_keeps_health_live_and_recovers() {
         "1",
         "--max-queue-delay-ms",
         "0",
-    ]))
+    ])
     .await;
     let requests = (0..48).map(|i| server.post_image(fixture(CLASS_FIXTURES[i % 8]), "image/jpeg"));
     let (responses, live) = tokio::join!(join_all(requests), server.get("/health/live"));
@@ -206,17 +210,14 @@ async fn metrics_count_requests_images_and_time() {
 async fn work_that_waits_past_its_deadline_gets_503_and_the_rest_is_answered() {
     // One single-threaded worker on the shipped model (milliseconds an image) and a 60 ms
     // budget: of 24 requests arriving together, the last ones cannot start in time.
-    let model = repo().join("models/mammo.onnx");
-    let server = start(config(&[
-        "--model",
-        model.to_str().unwrap(),
+    let server = start_shipped(&[
         "--engine-workers",
         "1",
         "--max-batch-size",
         "1",
         "--request-timeout",
         "0.06",
-    ]))
+    ])
     .await;
     let requests = (0..24).map(|i| server.post_image(fixture(CLASS_FIXTURES[i % 8]), "image/jpeg"));
     let (mut ok, mut late) = (0, 0);
