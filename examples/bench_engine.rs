@@ -127,12 +127,17 @@ fn measure(
 /// The server's defaults with this model, on the CPU (no flags or environment needed).
 fn cpu_config(model: &str) -> anyhow::Result<Config> {
     use clap::Parser;
+    // Loaded only to read the model's preprocessing: one session, warmed up on batch 1 only.
     let args = [
         "bench_engine",
         "--device",
         "cpu",
         "--warmup-runs",
         "0",
+        "--engine-workers",
+        "1",
+        "--max-batch-size",
+        "1",
         "--model",
         model,
     ];

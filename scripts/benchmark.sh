@@ -23,14 +23,11 @@ echo "== raw engine (no queue, no HTTP)"
 target/release/examples/bench_engine "$model" "$first" 5 | tee bench/engine.txt
 engine=$(sed -n 's/^best_images_per_s=\([0-9.]*\).*/\1/p' bench/engine.txt)
 
-run() { # name scenario rate|- ; k6 summary to bench/NAME.json
+run() { # NAME VAR=VALUE... : one k6 phase; summary to bench/NAME.json, output to bench/NAME.txt
   local name=$1; shift
   env "$@" DISCARD_BODIES=1 DURATION="${seconds}s" IMAGE_DIR="$images" MODEL="$model" \
     K6_ARGS="--summary-export bench/$name.json" scripts/load_test.sh predict > "bench/$name.txt" 2>&1 \
     || echo "k6 $name: thresholds crossed or k6 failed (see bench/$name.txt)"
-}
-stat() { # file metric field
-  python3 -c "import json,sys; m=json.load(open('$1'))['metrics']; print(m.get('$2',{}).get('$3',0))"
 }
 
 echo "== single requests, one at a time"; run single SCENARIO=single ITERATIONS=500

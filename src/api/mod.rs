@@ -115,10 +115,12 @@ async fn track(
     request: Request<axum::body::Body>,
     next: Next,
 ) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_string(),
-        |p| p.as_str().to_string(),
-    );
+    // A route layer runs only on matched routes, so the label is always a route template.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
     let metrics = state.metrics();
     let started = Instant::now();
     let _in_flight = metrics.in_flight();

@@ -89,7 +89,6 @@ pub struct Engine {
     info: Arc<ModelInfo>,
     queue: Arc<QueueHandle>,
     per_image: usize,
-    metrics: Arc<Metrics>,
 }
 
 /// Closes the queue when the last [`Engine`] goes, so the workers end.
@@ -174,7 +173,6 @@ impl Engine {
             info: Arc::new(info),
             queue: handle,
             per_image,
-            metrics,
         })
     }
 
@@ -202,7 +200,7 @@ impl Engine {
         for answer in answers {
             results.push(answer.await.map_err(|_| EngineError::Stopped)??);
         }
-        Ok(self.collect(results))
+        Ok(collect(results))
     }
 
     /// Like [`Engine::infer`] for callers outside an async runtime (offline evaluation): waits
@@ -214,7 +212,7 @@ impl Engine {
         for answer in answers {
             results.push(answer.blocking_recv().map_err(|_| EngineError::Stopped)??);
         }
-        Ok(self.collect(results))
+        Ok(collect(results))
     }
 
     fn items(
@@ -231,24 +229,22 @@ impl Engine {
         }
         Ok(images.into_iter().map(|t| Item::new(t, deadline)).unzip())
     }
-
-    fn collect(&self, results: Vec<ImageResult>) -> Inference {
-        for r in &results {
-            self.metrics.observe_queue(r.queue);
-        }
-        Inference {
-            queue: results.iter().map(|r| r.queue).max().unwrap_or_default(),
-            inference: results
-                .iter()
-                .map(|r| r.inference)
-                .max()
-                .unwrap_or_default(),
-            logits: results.into_iter().map(|r| r.logits).collect(),
-        }
-    }
 }
 
 type Answer = tokio::sync::oneshot::Receiver<Result<ImageResult, EngineError>>;
+
+/// A request's answer: its images' logits in order, with the longest wait and run among them.
+fn collect(results: Vec<ImageResult>) -> Inference {
+    Inference {
+        queue: results.iter().map(|r| r.queue).max().unwrap_or_default(),
+        inference: results
+            .iter()
+            .map(|r| r.inference)
+            .max()
+            .unwrap_or_default(),
+        logits: results.into_iter().map(|r| r.logits).collect(),
+    }
+}
 
 /// One engine thread: owns a session, runs the batches the queue hands it.
 struct Worker {
@@ -285,9 +281,11 @@ impl Worker {
             match result {
                 Ok(logits) => {
                     for (item, logits) in batch.into_iter().zip(logits) {
+                        let queue = started - item.enqueued;
+                        self.metrics.observe_queue(queue);
                         let _ = item.reply.send(Ok(ImageResult {
                             logits,
-                            queue: started - item.enqueued,
+                            queue,
                             inference,
                         }));
                     }

@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (results are the same code path)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast and channels-last there; the CPU runs fp32)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
