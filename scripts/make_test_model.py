@@ -5,7 +5,7 @@ trained model: a small CNN (8x8/8 conv, ReLU, global average pool, dense) with f
 weights, input `input` float32 [N,3,H,W], output `logits` float32 [N,8], and every `mammo.*`
 metadata property. Its answers mean nothing; its metadata says so. Never serve it to users.
 
-usage: python scripts/make_test_model.py OUT.onnx [--size 224] [--threshold 0.5]
+usage: python scripts/make_test_model.py OUT.onnx [--size 224] [--threshold 0.5] [--preprocess STEPS]
 """
 
 import argparse
@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 LABELS = "D1B,D1M,D2B,D2M,D3B,D3M,D4B,D4M"
 
 
-def build(size: int, threshold: float) -> onnx.ModelProto:
+def build(size: int, threshold: float, steps: str) -> onnx.ModelProto:
     rng = np.random.default_rng(20261127)
     conv_w = rng.normal(0.0, 0.4, (16, 3, 8, 8)).astype(np.float32)
     conv_b = rng.normal(0.0, 0.1, (16,)).astype(np.float32)
@@ -46,6 +46,7 @@ def build(size: int, threshold: float) -> onnx.ModelProto:
         "mammo.mean": "0.485,0.456,0.406",
         "mammo.std": "0.229,0.224,0.225",
         "mammo.resize": "bilinear",
+        "mammo.preprocess": steps,
         "mammo.malignancy_threshold": str(threshold),
         "mammo.version": "0.0.0-untrained-test",
         "mammo.arch": "tiny_cnn_untrained",
@@ -61,8 +62,10 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--preprocess", default="crop_breast,orient_left,pad_square",
+                        help="full-field steps the model claims (mammo.preprocess); all by default so tests cover them")
     args = parser.parse_args()
-    onnx.save(build(args.size, args.threshold), args.out)
+    onnx.save(build(args.size, args.threshold, args.preprocess), args.out)
     print(f"wrote {args.out} (untrained test model, input {args.size}x{args.size})")
 
 

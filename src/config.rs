@@ -83,6 +83,10 @@ pub struct Config {
     /// Largest image width or height accepted, checked before decoding.
     #[arg(long, env = "MAMMO_MAX_IMAGE_SIDE", default_value_t = 10_000)]
     pub max_image_side: u32,
+    /// Accept DICOM objects whose Modality is not MG (otherwise they get 422). The model was
+    /// trained on mammograms only; other modalities give meaningless answers.
+    #[arg(long, env = "MAMMO_ALLOW_ANY_MODALITY")]
+    pub allow_any_modality: bool,
     /// Seconds a /predict or /batch request may take, body upload included; then 503.
     #[arg(long, env = "MAMMO_REQUEST_TIMEOUT", default_value_t = 60.0)]
     pub request_timeout: f64,
@@ -174,6 +178,7 @@ impl Config {
         DecodeLimits {
             max_side: self.max_image_side,
             max_alloc: MAX_DECODE_ALLOC,
+            any_modality: self.allow_any_modality,
             ..DecodeLimits::default()
         }
     }

@@ -15,7 +15,7 @@ use std::process::Command;
 const MEAN: [f32; 3] = [0.498, 0.498, 0.498];
 const STD: [f32; 3] = [0.502, 0.502, 0.502];
 
-fn python_tensor(image: &Path) -> Vec<f32> {
+fn python_tensor(image: &Path, steps: &str) -> Vec<f32> {
     let out = std::env::temp_dir().join(format!(
         "mammo-parity-{}-{}.f32",
         std::process::id(),
@@ -39,6 +39,8 @@ fn python_tensor(image: &Path) -> Vec<f32> {
             "0.498,0.498,0.498",
             "--std",
             "0.502,0.502,0.502",
+            "--steps",
+            steps,
         ])
         .status()
         .unwrap();
@@ -71,25 +73,33 @@ async fn python_and_rust_preprocess_alike() {
         mean: MEAN,
         std: STD,
         resize: ResizeFilter::Bilinear,
+        steps: Default::default(),
     };
     let limits = DecodeLimits::default();
     let fixtures = repo().join("tests/fixtures");
 
-    for name in [
-        "variant_grey8.png",
-        "variant_grey16.png",
-        "variant_rgb8.png",
-        "variant_rgba8.png",
-        "variant_la8.png",
-        "variant_palette.png",
-        "variant_grey16_448x560.png",
-        "variant_grey8_300x260.png",
-    ] {
-        let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
-        let python = python_tensor(&fixtures.join(name));
-        let diff = max_abs_diff(&rust, &python);
-        println!("PNG  {name:<28} max |Δ| = {diff:.2e} (normalised units)");
-        assert!(diff < 1e-3, "{name}: {diff}");
+    // Without full-field steps, and with every one of them (crop, orientation, padding).
+    for steps in ["", "crop_breast,orient_left,pad_square"] {
+        let prep = Preprocessing {
+            steps: steps.parse().unwrap(),
+            ..prep.clone()
+        };
+        for name in [
+            "variant_grey8.png",
+            "variant_grey16.png",
+            "variant_rgb8.png",
+            "variant_rgba8.png",
+            "variant_la8.png",
+            "variant_palette.png",
+            "variant_grey16_448x560.png",
+            "variant_grey8_300x260.png",
+        ] {
+            let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
+            let python = python_tensor(&fixtures.join(name), steps);
+            let diff = max_abs_diff(&rust, &python);
+            println!("PNG  {name:<28} steps [{steps}] max |Δ| = {diff:.2e} (normalised units)");
+            assert!(diff < 1e-3, "{name} [{steps}]: {diff}");
+        }
     }
 
     // The shipped model when it is there (its probabilities are the ones users see), else the
@@ -106,9 +116,15 @@ async fn python_and_rust_preprocess_alike() {
     let engine = Engine::load(&env, &config.engine(), Default::default()).unwrap();
     let metadata = engine.info().metadata.clone();
     let model_prep = metadata.preprocessing.clone();
+    // The model's own full-field steps, as users get them.
+    let steps = model_prep.steps.names().join(",");
+    let prep = Preprocessing {
+        steps: model_prep.steps,
+        ..prep
+    };
     for name in CLASS_FIXTURES {
         let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
-        let python = python_tensor(&fixtures.join(name));
+        let python = python_tensor(&fixtures.join(name), &steps);
         let diff = max_abs_diff(&rust, &python);
         // One grey level is 1/255 before normalisation.
         let bound = 2.0 / 255.0 / STD[0];
@@ -143,7 +159,7 @@ async fn python_and_rust_preprocess_alike() {
             .zip(&pb)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max);
-        println!("JPEG {name:<28} max |Δ| = {diff:.2e}, largest class-probability change {dp:.2e}");
+        println!("JPEG {name:<28} steps [{steps}] max |Δ| = {diff:.2e}, largest class-probability change {dp:.2e}");
         assert!(dp < 0.01, "{name}: probabilities moved by {dp}");
     }
 }

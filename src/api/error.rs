@@ -116,6 +116,7 @@ impl From<ImageError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             ImageError::Unusable(_) => ApiError::Unprocessable(e.to_string()),
+            ImageError::Unsupported(_) => ApiError::UnsupportedType(e.to_string()),
         }
     }
 }

@@ -7,6 +7,7 @@ use super::types::{
     Timing, NOTICE,
 };
 use crate::engine::{Engine, Inference};
+use crate::model::exam::{summarise, View};
 use crate::model::interpret;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -17,13 +18,18 @@ use base64::Engine as _;
 use std::time::Instant;
 
 /// Raw image types `/predict` reads (the format is sniffed from the bytes either way).
-const RAW_IMAGE_TYPES: [&str; 3] = ["image/jpeg", "image/png", "application/octet-stream"];
+const RAW_IMAGE_TYPES: [&str; 4] = [
+    "image/jpeg",
+    "image/png",
+    "application/dicom",
+    "application/octet-stream",
+];
 
 /// A multipart `file` upload (documentation only).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct PredictUpload {
-    /// The JPEG or PNG file.
+    /// The JPEG, PNG or DICOM file.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
 }
@@ -91,8 +97,8 @@ fn timing(inference: &Inference, started: Instant) -> Timing {
     path = "/predict",
     tag = "inference",
     request_body(
-        description = "The image itself (JPEG or PNG; the format is read from the bytes), or a multipart form with the image in field `file`.",
-        content(([u8] = "image/jpeg"), ([u8] = "image/png"), ([u8] = "application/octet-stream"), (PredictUpload = "multipart/form-data"))
+        description = "The image itself (JPEG, PNG or DICOM Part 10 MG; the format is read from the bytes), or a multipart form with the image in field `file`.",
+        content(([u8] = "image/jpeg"), ([u8] = "image/png"), ([u8] = "application/dicom"), ([u8] = "application/octet-stream"), (PredictUpload = "multipart/form-data"))
     ),
     responses(
         (status = 200, description = "Density, malignancy and 8-class probabilities", body = PredictResponse, headers(
@@ -100,10 +106,10 @@ fn timing(inference: &Inference, started: Instant) -> Timing {
             ("x-inference-time" = f64, description = "Milliseconds of the engine run (the whole dynamic batch it was part of)"),
             ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
         )),
-        (status = 400, description = "Empty body, bytes that are not a JPEG/PNG, a corrupt image, or a multipart body without `file`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Empty body, bytes that are not a JPEG/PNG/DICOM, a corrupt image, or a multipart body without `file`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over --max-body-bytes", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Content type other than image/jpeg, image/png, application/octet-stream or multipart/form-data", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A decodable image we cannot use (too large or too small)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type other than image/jpeg, image/png, application/dicom, application/octet-stream or multipart/form-data", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A decodable image we cannot use: too large or too small; DICOM without pixel data, multi-frame, not greyscale, or a Modality other than MG (unless --allow-any-modality)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests in flight or the inference queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Model not loaded yet, or the request ran past --request-timeout (in the queue or anywhere else); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
@@ -115,15 +121,20 @@ pub async fn predict(
     let started = Instant::now();
     let engine = state.engine()?.clone();
     let bytes = read_single_image(request, &state).await?;
-    let tensor = state.tensor(bytes, &engine).await?;
+    let prepared = state.prepare(bytes, &engine).await?;
     let inference = engine
-        .infer(vec![tensor], Some(state.deadline(started)))
+        .infer(vec![prepared.tensor], Some(state.deadline(started)))
         .await?;
     let prediction = interpret(&inference.logits[0], &engine.info().metadata);
     let timing = timing(&inference, started);
     Ok((
         timing_headers(&timing),
-        Json(PredictResponse::new(prediction, engine.info(), timing)),
+        Json(PredictResponse::new(
+            prediction,
+            prepared.dicom,
+            engine.info(),
+            timing,
+        )),
     ))
 }
 
@@ -140,9 +151,8 @@ async fn read_single_image(request: Request, state: &AppState) -> Result<Bytes, 
             }
             Err(ApiError::BadRequest("the multipart body has no `file` field".into()))
         }
-        Some("application/dicom") => Err(ApiError::UnsupportedType("DICOM input is not supported by this version yet; send JPEG or PNG".into())),
         Some(other) => Err(ApiError::UnsupportedType(format!(
-            "content type {other:?} is not accepted; send the image as image/jpeg, image/png or application/octet-stream, or as multipart/form-data field `file`"
+            "content type {other:?} is not accepted; send the image as image/jpeg, image/png, application/dicom or application/octet-stream, or as multipart/form-data field `file`"
         ))),
     }
 }
@@ -163,7 +173,7 @@ async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
         content((BatchUpload = "multipart/form-data"), (BatchRequest = "application/json"))
     ),
     responses(
-        (status = 200, description = "One result per item, in request order: a prediction or that item's problem", body = BatchResponse, headers(
+        (status = 200, description = "One result per item, in request order: a prediction or that item's problem; for DICOM items also an exam-level summary per study and breast", body = BatchResponse, headers(
             ("x-queue-time" = f64, description = "Milliseconds the longest-waiting item waited for the engine"),
             ("x-inference-time" = f64, description = "Milliseconds of the longest engine run among the items"),
             ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
@@ -192,8 +202,8 @@ pub async fn batch(
         .into_iter()
         .map(|(id, bytes)| {
             let (state, engine) = (state.clone(), engine.clone());
-            let tensor = tokio::spawn(async move { state.tensor(bytes?, &engine).await });
-            (id, tensor)
+            let prepared = tokio::spawn(async move { state.prepare(bytes?, &engine).await });
+            (id, prepared)
         })
         .collect();
     let mut decoded = Vec::with_capacity(jobs.len());
@@ -206,7 +216,7 @@ pub async fn batch(
 
     let good: Vec<Vec<f32>> = decoded
         .iter_mut()
-        .filter_map(|(_, t)| t.as_mut().ok().map(std::mem::take))
+        .filter_map(|(_, p)| p.as_mut().ok().map(|p| std::mem::take(&mut p.tensor)))
         .collect();
     let inference = if good.is_empty() {
         None
@@ -218,13 +228,14 @@ pub async fn batch(
     let mut logits = inference.iter().flat_map(|i| i.logits.iter());
     let results = decoded
         .into_iter()
-        .map(|(id, tensor)| match (tensor, &inference) {
-            (Ok(_), Some(inf)) => {
+        .map(|(id, prepared)| match (prepared, &inference) {
+            (Ok(prepared), Some(inf)) => {
                 let row = logits
                     .next()
                     .expect("the engine returns one row per decoded item");
                 let prediction = PredictResponse::new(
                     interpret(row, &info.metadata),
+                    prepared.dicom,
                     info,
                     timing(inf, started),
                 );
@@ -243,7 +254,8 @@ pub async fn batch(
                 error: Some(e.problem()),
             },
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let exams = exam_summaries(&results);
     let timing_ms = inference.as_ref().map_or(
         Timing {
             queue: 0.0,
@@ -256,11 +268,29 @@ pub async fn batch(
         timing_headers(&timing_ms),
         Json(BatchResponse {
             results,
+            exams,
             model: ModelRef::from(info),
             timing_ms,
             notice: NOTICE.to_string(),
         }),
     ))
+}
+
+/// Exam-level summaries of the items that were DICOM and were read.
+fn exam_summaries(results: &[BatchResult]) -> Vec<crate::model::exam::ExamSummary> {
+    let views: Vec<View> = results
+        .iter()
+        .filter_map(|r| {
+            let p = r.prediction.as_ref()?;
+            Some(View {
+                id: &r.id,
+                dicom: p.dicom.as_ref()?,
+                density: &p.density.probabilities,
+                malignancy: &p.malignancy,
+            })
+        })
+        .collect();
+    summarise(&views)
 }
 
 /// Batch items as (id, bytes or that item's problem), in request order.

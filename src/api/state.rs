@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::imaging::{self, DecodeLimits};
+use crate::imaging::{self, DecodeLimits, Prepared};
 use crate::metrics::{Metrics, Snapshot};
 use axum::body::Bytes;
 use std::sync::{Arc, OnceLock};
@@ -101,7 +101,7 @@ impl AppState {
     }
 
     /// Decodes and preprocesses one image on the blocking pool, at most one job per core.
-    pub async fn tensor(&self, bytes: Bytes, engine: &Engine) -> Result<Vec<f32>, ApiError> {
+    pub async fn prepare(&self, bytes: Bytes, engine: &Engine) -> Result<Prepared, ApiError> {
         let permit = Arc::clone(&self.inner.decode_slots)
             .acquire_owned()
             .await
@@ -110,7 +110,7 @@ impl AppState {
         let preprocessing = engine.info().metadata.preprocessing.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            imaging::to_tensor(&bytes, &limits, &preprocessing)
+            imaging::prepare(&bytes, &limits, &preprocessing)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("image decoding failed unexpectedly: {e}")))?

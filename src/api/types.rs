@@ -2,6 +2,8 @@
 
 use super::error::Problem;
 use crate::engine::ModelInfo;
+use crate::imaging::DicomInfo;
+use crate::model::exam::ExamSummary;
 use crate::model::postprocess::{ClassCall, DensityCall, MalignancyCall, Prediction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,6 +18,9 @@ pub struct PredictResponse {
     pub density: DensityCall,
     pub malignancy: MalignancyCall,
     pub class: ClassCall,
+    /// For DICOM input: the identifiers to match the result with (never patient attributes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<DicomInfo>,
     pub model: ModelRef,
     pub timing_ms: Timing,
     /// Decision support, not a diagnosis.
@@ -23,12 +28,19 @@ pub struct PredictResponse {
 }
 
 impl PredictResponse {
-    /// Wraps a prediction with the model that made it and how long it took.
-    pub fn new(prediction: Prediction, model: &ModelInfo, timing_ms: Timing) -> Self {
+    /// Wraps a prediction with the image's DICOM identifiers, the model that made it and how
+    /// long it took.
+    pub fn new(
+        prediction: Prediction,
+        dicom: Option<DicomInfo>,
+        model: &ModelInfo,
+        timing_ms: Timing,
+    ) -> Self {
         PredictResponse {
             density: prediction.density,
             malignancy: prediction.malignancy,
             class: prediction.class,
+            dicom,
             model: ModelRef::from(model),
             timing_ms,
             notice: NOTICE.to_string(),
@@ -80,7 +92,7 @@ pub struct BatchRequestItem {
     /// Caller's identifier, echoed in the result.
     #[schema(example = "left-cc")]
     pub id: String,
-    /// The JPEG or PNG file, base64 (standard alphabet, padding optional).
+    /// The JPEG, PNG or DICOM file, base64 (standard alphabet, padding optional).
     pub image_base64: String,
 }
 
@@ -88,6 +100,10 @@ pub struct BatchRequestItem {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BatchResponse {
     pub results: Vec<BatchResult>,
+    /// When items are DICOM: per study and per breast, the highest malignancy probability and
+    /// the density across that breast's views (rules in the README). Absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exams: Vec<ExamSummary>,
     pub model: ModelRef,
     pub timing_ms: Timing,
     /// Decision support, not a diagnosis.
@@ -151,6 +167,8 @@ pub struct ModelInput {
     pub std: [f32; 3],
     /// Resampling filter: bilinear, bicubic or nearest.
     pub resize: String,
+    /// Full-field steps before the resize (`mammo.preprocess`), in order.
+    pub steps: Vec<String>,
 }
 
 impl From<&ModelInfo> for ModelDescription {
@@ -176,6 +194,7 @@ impl From<&ModelInfo> for ModelDescription {
                 mean: p.mean,
                 std: p.std,
                 resize: p.resize.name().into(),
+                steps: p.steps.names().into_iter().map(String::from).collect(),
             },
             malignancy_threshold: m.metadata.malignancy_threshold,
             execution_provider: m.provider.name().into(),

@@ -57,7 +57,7 @@ pub fn examples(rows: &[Row]) -> Vec<&Row> {
         labelled
             .iter()
             .copied()
-            .filter(|r| !wrong(r))
+            .filter(|r| !wrong(r) && !missed_malignant(r))
             .take(RIGHT_EXAMPLES),
     );
     chosen
@@ -193,4 +193,44 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
     }
     h.push_str("</div></body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{interpret, ModelMetadata};
+
+    #[test]
+    fn a_missed_malignancy_with_the_right_class_is_shown_once() {
+        let props = [
+            ("mammo.labels", "D1B,D1M,D2B,D2M,D3B,D3M,D4B,D4M"),
+            ("mammo.input_size", "224"),
+            ("mammo.mean", "0,0,0"),
+            ("mammo.std", "1,1,1"),
+            ("mammo.malignancy_threshold", "0.95"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let (metadata, _) = ModelMetadata::from_props(&props).unwrap();
+        // D2M is the top class, yet P(malignant) < 0.95: the right class, called benign.
+        let mut logits = [0.0f32; 8];
+        logits[3] = 3.0;
+        let prediction = interpret(&logits, &metadata);
+        assert_eq!(
+            (
+                prediction.class.label.as_str(),
+                prediction.malignancy.label.as_str()
+            ),
+            ("D2M", "benign")
+        );
+        let row = Row {
+            name: "a.jpg".into(),
+            path: "a.jpg".into(),
+            truth: Some("D2M".parse().unwrap()),
+            prediction,
+            probabilities: [0.0; 8],
+            family: None,
+        };
+        assert_eq!(examples(std::slice::from_ref(&row)).len(), 1);
+    }
 }

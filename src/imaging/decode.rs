@@ -1,4 +1,4 @@
-//! Format sniffing and bounded decoding of JPEG and PNG.
+//! Format sniffing and bounded decoding of JPEG, PNG and DICOM.
 
 use super::ImageError;
 use image::{DynamicImage, ImageReader, Limits};
@@ -10,6 +10,8 @@ use std::io::Cursor;
 pub enum ImageFormat {
     Jpeg,
     Png,
+    /// DICOM Part 10 (`DICM` magic).
+    Dicom,
 }
 
 impl fmt::Display for ImageFormat {
@@ -17,16 +19,8 @@ impl fmt::Display for ImageFormat {
         f.write_str(match self {
             ImageFormat::Jpeg => "JPEG",
             ImageFormat::Png => "PNG",
+            ImageFormat::Dicom => "DICOM",
         })
-    }
-}
-
-impl ImageFormat {
-    fn to_image_format(self) -> image::ImageFormat {
-        match self {
-            ImageFormat::Jpeg => image::ImageFormat::Jpeg,
-            ImageFormat::Png => image::ImageFormat::Png,
-        }
     }
 }
 
@@ -39,6 +33,8 @@ pub struct DecodeLimits {
     pub min_side: u32,
     /// Most bytes the decoder may allocate for one image.
     pub max_alloc: u64,
+    /// DICOM: accept a Modality other than MG (`--allow-any-modality`).
+    pub any_modality: bool,
 }
 
 impl Default for DecodeLimits {
@@ -47,6 +43,7 @@ impl Default for DecodeLimits {
             max_side: 10_000,
             min_side: 32,
             max_alloc: 1 << 30,
+            any_modality: false,
         }
     }
 }
@@ -57,24 +54,41 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
         Some(ImageFormat::Jpeg)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some(ImageFormat::Png)
+    } else if super::dicom::is_dicom(bytes) {
+        Some(ImageFormat::Dicom)
     } else {
         None
     }
 }
 
-/// Decodes a JPEG or PNG of any common pixel format. The header's dimensions are checked
-/// against `limits` before decoding, so a small file that claims a huge image is refused
-/// without allocating for it.
+/// Decodes a JPEG, PNG or DICOM image (DICOM as 16-bit grey after its grey mapping). The
+/// header's dimensions are checked against `limits` before decoding, so a small file that
+/// claims a huge image is refused without allocating for it.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
-    let format = sniff(bytes).ok_or(ImageError::UnknownFormat)?;
+    match sniff(bytes).ok_or(ImageError::UnknownFormat)? {
+        ImageFormat::Dicom => Ok(super::dicom::decode(bytes, limits)?.grey.to_image()),
+        raster => decode_raster(bytes, raster, limits),
+    }
+}
+
+/// JPEG or PNG through the `image` crate, within `limits`.
+pub(super) fn decode_raster(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &DecodeLimits,
+) -> Result<DynamicImage, ImageError> {
+    let image_format = match format {
+        ImageFormat::Png => image::ImageFormat::Png,
+        _ => image::ImageFormat::Jpeg,
+    };
     let corrupt = |e: image::ImageError| ImageError::Corrupt {
         format,
         reason: e.to_string(),
     };
-    let reader = || ImageReader::with_format(Cursor::new(bytes), format.to_image_format());
+    let reader = || ImageReader::with_format(Cursor::new(bytes), image_format);
 
     let (width, height) = reader().into_dimensions().map_err(corrupt)?;
     check_dimensions(width, height, limits)?;
@@ -95,7 +109,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Image
     })
 }
 
-fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), ImageError> {
+pub(super) fn check_dimensions(
+    width: u32,
+    height: u32,
+    limits: &DecodeLimits,
+) -> Result<(), ImageError> {
     if width > limits.max_side || height > limits.max_side {
         return Err(ImageError::Unusable(format!(
             "the image is {width}×{height} px; the limit is {} px a side",
@@ -147,6 +165,7 @@ mod tests {
             max_side: 100,
             min_side: 10,
             max_alloc: 1 << 20,
+            any_modality: false,
         };
         assert!(check_dimensions(100, 10, &limits).is_ok());
         assert!(

@@ -1,13 +1,20 @@
 //! Bytes to model input: sniff the format, decode within limits, preprocess to a CHW tensor.
 //!
 //! This is the only place where images become tensors; the server and `mammo-eval` both call
-//! [`to_tensor`], and training's Python preprocessing is held to it by a parity test.
+//! [`prepare`] (or [`to_tensor`]), and training's Python preprocessing is held to it by a
+//! parity test.
 
 mod decode;
+pub mod dicom;
+mod grey;
 mod preprocess;
 
 pub use decode::{decode, sniff, DecodeLimits, ImageFormat};
-pub use preprocess::{preprocess, Preprocessing, ResizeFilter};
+pub use dicom::DicomInfo;
+pub use grey::{Grey, Laterality};
+pub use preprocess::{
+    breast_box, model_plane, preprocess, FullField, Preprocessing, Region, ResizeFilter,
+};
 
 /// Why an image could not become a tensor. Each kind maps to one HTTP status in `api::error`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -16,7 +23,7 @@ pub enum ImageError {
     #[error("the image is empty (0 bytes)")]
     Empty,
     /// The bytes are not a format we decode.
-    #[error("the bytes are not a JPEG or PNG image (unrecognised signature)")]
+    #[error("the bytes are not a JPEG, PNG or DICOM Part 10 file (unrecognised signature)")]
     UnknownFormat,
     /// The signature is known but the data is broken.
     #[error("the {format} image could not be decoded: {reason}")]
@@ -24,14 +31,66 @@ pub enum ImageError {
     /// Decodable in principle, but not an image we can use (too large, too small, ...).
     #[error("{0}")]
     Unusable(String),
+    /// A known format in an encoding this build does not decode (a DICOM transfer syntax).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
-/// Decodes `bytes` and preprocesses them into the model's input tensor (CHW, `3*H*W` floats).
+/// A decoded image: grey pixels, and the DICOM identifiers when it came as DICOM.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub grey: Grey,
+    pub dicom: Option<DicomInfo>,
+}
+
+/// Decodes any supported format to grey in [0, 1].
+pub fn decode_grey(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    match sniff(bytes).ok_or(ImageError::UnknownFormat)? {
+        ImageFormat::Dicom => {
+            let image = dicom::decode(bytes, limits)?;
+            Ok(Decoded {
+                grey: image.grey,
+                dicom: Some(image.info),
+            })
+        }
+        raster => Ok(Decoded {
+            grey: Grey::from_image(&decode::decode_raster(bytes, raster, limits)?),
+            dicom: None,
+        }),
+    }
+}
+
+/// An image ready for the engine.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// CHW, `3*H*W` floats.
+    pub tensor: Vec<f32>,
+    /// Identifiers of a DICOM input.
+    pub dicom: Option<DicomInfo>,
+}
+
+/// Decodes `bytes` and preprocesses them into the model's input tensor.
+pub fn prepare(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    preprocessing: &Preprocessing,
+) -> Result<Prepared, ImageError> {
+    let decoded = decode_grey(bytes, limits)?;
+    let laterality = decoded.dicom.as_ref().and_then(|d| d.laterality);
+    Ok(Prepared {
+        tensor: preprocess(&decoded.grey, laterality, preprocessing),
+        dicom: decoded.dicom,
+    })
+}
+
+/// [`prepare`]'s tensor alone (CHW, `3*H*W` floats).
 pub fn to_tensor(
     bytes: &[u8],
     limits: &DecodeLimits,
     preprocessing: &Preprocessing,
 ) -> Result<Vec<f32>, ImageError> {
-    let image = decode(bytes, limits)?;
-    Ok(preprocess(&image, preprocessing))
+    prepare(bytes, limits, preprocessing).map(|p| p.tensor)
 }

@@ -1,13 +1,23 @@
-//! Decoded image to normalised CHW tensor, as the model's metadata prescribes.
+//! Grey image to normalised CHW tensor, as the model's metadata prescribes.
 //!
-//! Steps (training's Python code does the same; see `training/`):
-//! 1. Convert to one grey channel in [0, 1] (8-bit / 255, 16-bit / 65535; colour by Rec. 709
-//!    luma 0.2126 R + 0.7152 G + 0.0722 B; alpha ignored). Training images are grey.
-//! 2. Resize to the model input (H, W) with the metadata's filter; skipped when sizes match.
-//! 3. Repeat the grey plane into 3 channels and normalise each with `(x - mean[c]) / std[c]`.
+//! Steps (training's `training/mammo_train/preprocess.py` does the same; a parity test holds
+//! them together):
+//! 1. One grey channel in [0, 1] ([`Grey`]; decoding made it).
+//! 2. The full-field steps the model was trained with (`mammo.preprocess`), in this order:
+//!    `crop_breast` (crop to the breast, see [`breast_box`]), `orient_left` (chest wall on the
+//!    left, see [`chest_wall_on_right`]) and `pad_square` (keep the aspect ratio and pad with
+//!    black to a square). Without `pad_square` the image is stretched to the model input.
+//! 3. Resize with the metadata's filter (fast_image_resize, SIMD), skipped when sizes match.
+//!    With `pad_square` the crop is scaled so that its longer side fits and is then placed on
+//!    a black square (against the left edge when tall, centred vertically when wide): the
+//!    same as padding first and resizing after, without resizing the padding. Flipping after
+//!    the resize equals flipping before it, as the filters are symmetric.
+//! 4. Repeat the grey plane into 3 channels and normalise each with `(x - mean[c]) / std[c]`.
 
-use image::imageops::{self, FilterType};
-use image::DynamicImage;
+use super::grey::{Grey, Laterality};
+use fast_image_resize::images::{TypedCroppedImage, TypedImage, TypedImageRef};
+use fast_image_resize::pixels::F32;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use std::str::FromStr;
 
 /// Resampling filter named by `mammo.resize`.
@@ -35,11 +45,11 @@ impl FromStr for ResizeFilter {
 }
 
 impl ResizeFilter {
-    fn filter_type(self) -> FilterType {
+    fn algorithm(self) -> ResizeAlg {
         match self {
-            ResizeFilter::Bilinear => FilterType::Triangle,
-            ResizeFilter::Bicubic => FilterType::CatmullRom,
-            ResizeFilter::Nearest => FilterType::Nearest,
+            ResizeFilter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+            ResizeFilter::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
+            ResizeFilter::Nearest => ResizeAlg::Nearest,
         }
     }
 
@@ -53,6 +63,52 @@ impl ResizeFilter {
     }
 }
 
+/// The full-field steps a model was trained with (`mammo.preprocess`, comma-separated names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FullField {
+    /// `crop_breast`: crop to the breast region, dropping empty detector area.
+    pub crop_breast: bool,
+    /// `orient_left`: flip so that the chest wall is on the left.
+    pub orient_left: bool,
+    /// `pad_square`: keep the aspect ratio, pad to a square.
+    pub pad_square: bool,
+}
+
+impl FromStr for FullField {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut steps = FullField::default();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "crop_breast" => steps.crop_breast = true,
+                "orient_left" => steps.orient_left = true,
+                "pad_square" => steps.pad_square = true,
+                other => {
+                    return Err(format!(
+                        "unknown step {other:?}; known: crop_breast, orient_left, pad_square"
+                    ))
+                }
+            }
+        }
+        Ok(steps)
+    }
+}
+
+impl FullField {
+    /// The step names, in pipeline order.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (self.crop_breast, "crop_breast"),
+            (self.orient_left, "orient_left"),
+            (self.pad_square, "pad_square"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
 /// How an image becomes the model input, from the model's metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocessing {
@@ -63,6 +119,8 @@ pub struct Preprocessing {
     /// Per-channel standard deviation divided by after the mean.
     pub std: [f32; 3],
     pub resize: ResizeFilter,
+    /// Full-field steps applied before the resize.
+    pub steps: FullField,
 }
 
 impl Preprocessing {
@@ -72,15 +130,172 @@ impl Preprocessing {
     }
 }
 
-/// Turns a decoded image into the model's input tensor, CHW, `3 * H * W` floats.
-pub fn preprocess(image: &DynamicImage, p: &Preprocessing) -> Vec<f32> {
-    let grey = image.to_luma32f();
-    let grey = if grey.dimensions() == (p.width, p.height) {
-        grey
+/// Grey level above which a pixel counts as tissue (after the grey mapping to [0, 1]).
+pub const TISSUE: f32 = 0.1;
+/// A row (column) belongs to the breast when more than 1/`MIN_RUN_SHARE` of it is tissue.
+const MIN_RUN_SHARE: usize = 50;
+
+/// A rectangle of an image, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub left: u32,
+    pub top: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Region {
+    /// The whole of an image.
+    pub fn all(grey: &Grey) -> Self {
+        Region {
+            left: 0,
+            top: 0,
+            width: grey.width,
+            height: grey.height,
+        }
+    }
+}
+
+/// [start, end) of the longest run of `true` (the first on ties).
+fn longest_run(flags: impl Iterator<Item = bool>) -> Option<(usize, usize)> {
+    let (mut best, mut start): (Option<(usize, usize)>, Option<usize>) = (None, None);
+    for (i, flag) in flags.chain(std::iter::once(false)).enumerate() {
+        match (flag, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if best.is_none_or(|(b0, b1)| i - s > b1 - b0) {
+                    best = Some((s, i));
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    best
+}
+
+/// The breast: tissue is grey > [`TISSUE`]; a row (column) is breast when more than 1/50 of it
+/// is tissue; the box spans the longest unbroken run of breast rows and of breast columns,
+/// which leaves out empty detector area and markers separated from the breast by background.
+/// `None` when no row or column qualifies (an empty image).
+pub fn breast_box(grey: &Grey) -> Option<Region> {
+    let (w, h) = (grey.width as usize, grey.height as usize);
+    let mut row_counts = vec![0usize; h];
+    let mut col_counts = vec![0usize; w];
+    for (y, row) in grey.pixels.chunks_exact(w).enumerate() {
+        let mut count = 0;
+        for (x, &v) in row.iter().enumerate() {
+            let tissue = usize::from(v > TISSUE);
+            count += tissue;
+            col_counts[x] += tissue;
+        }
+        row_counts[y] = count;
+    }
+    let rows = longest_run(row_counts.iter().map(|&c| c * MIN_RUN_SHARE > w))?;
+    let cols = longest_run(col_counts.iter().map(|&c| c * MIN_RUN_SHARE > h))?;
+    Some(Region {
+        left: cols.0 as u32,
+        top: rows.0 as u32,
+        width: (cols.1 - cols.0) as u32,
+        height: (rows.1 - rows.0) as u32,
+    })
+}
+
+/// Whether the chest wall is on the right of `region`: from the laterality when known (a right
+/// breast is stored with its chest wall on the right, by DICOM convention), else when the
+/// right half holds more tissue than the left half.
+pub fn chest_wall_on_right(grey: &Grey, region: Region, laterality: Option<Laterality>) -> bool {
+    match laterality {
+        Some(Laterality::Right) => true,
+        Some(Laterality::Left) => false,
+        None => {
+            let half = (region.width / 2) as usize;
+            let (left, right) = (region.left as usize, (region.left + region.width) as usize);
+            let (mut on_left, mut on_right) = (0usize, 0usize);
+            for y in region.top..region.top + region.height {
+                let row = grey.row(y);
+                on_left += row[left..left + half]
+                    .iter()
+                    .filter(|&&v| v > TISSUE)
+                    .count();
+                on_right += row[right - half..right]
+                    .iter()
+                    .filter(|&&v| v > TISSUE)
+                    .count();
+            }
+            on_right > on_left
+        }
+    }
+}
+
+/// (height, width) of an h×w region scaled so that its longer side is `side`, rounded half up.
+fn fit_size(height: u32, width: u32, side: u32) -> (u32, u32) {
+    let longest = height.max(width) as u64;
+    let scale = |n: u32| ((n as u64 * side as u64 + longest / 2) / longest).max(1) as u32;
+    (scale(height), scale(width))
+}
+
+/// Resizes `region` of `grey` to width × height (copies when the sizes already match).
+fn resize(grey: &Grey, region: Region, width: u32, height: u32, filter: ResizeFilter) -> Vec<f32> {
+    let source = TypedImageRef::<F32>::from_buffer(
+        grey.width,
+        grey.height,
+        bytemuck::cast_slice(&grey.pixels),
+    )
+    .expect("a Grey's buffer holds width × height pixels");
+    let cropped = TypedCroppedImage::from_ref(
+        &source,
+        region.left,
+        region.top,
+        region.width,
+        region.height,
+    )
+    .expect("the region lies inside the image");
+    let mut out = TypedImage::<F32>::new(width, height);
+    Resizer::new()
+        .resize_typed(
+            &cropped,
+            &mut out,
+            &ResizeOptions::new().resize_alg(filter.algorithm()),
+        )
+        .expect("grey f32 images of non-zero size resize");
+    out.pixels().iter().map(|p| p.0).collect()
+}
+
+/// The height × width grey plane the model sees, after the full-field steps and the resize.
+pub fn model_plane(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessing) -> Vec<f32> {
+    let region = if p.steps.crop_breast {
+        breast_box(grey).unwrap_or_else(|| Region::all(grey))
     } else {
-        imageops::resize(&grey, p.width, p.height, p.resize.filter_type())
+        Region::all(grey)
     };
-    let plane = grey.as_raw();
+    let flip = p.steps.orient_left && chest_wall_on_right(grey, region, laterality);
+    let (h, w) = if p.steps.pad_square && p.width == p.height {
+        fit_size(region.height, region.width, p.width)
+    } else {
+        (p.height, p.width)
+    };
+    let mut small = resize(grey, region, w, h, p.resize);
+    if flip {
+        small
+            .chunks_exact_mut(w as usize)
+            .for_each(<[f32]>::reverse);
+    }
+    if (h, w) == (p.height, p.width) {
+        return small;
+    }
+    let mut canvas = vec![0.0; (p.width * p.height) as usize];
+    let top = ((p.height - h) / 2) as usize;
+    for (y, row) in small.chunks_exact(w as usize).enumerate() {
+        let start = (top + y) * p.width as usize;
+        canvas[start..start + w as usize].copy_from_slice(row);
+    }
+    canvas
+}
+
+/// Turns a grey image into the model's input tensor, CHW, `3 * H * W` floats.
+pub fn preprocess(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessing) -> Vec<f32> {
+    let plane = model_plane(grey, laterality, p);
     let mut tensor = Vec::with_capacity(p.tensor_len());
     for c in 0..3 {
         let (mean, std) = (p.mean[c], p.std[c]);
@@ -92,7 +307,6 @@ pub fn preprocess(image: &DynamicImage, p: &Preprocessing) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 
     fn prep(size: u32) -> Preprocessing {
         Preprocessing {
@@ -101,13 +315,22 @@ mod tests {
             mean: [0.5, 0.25, 0.0],
             std: [0.5, 0.25, 1.0],
             resize: ResizeFilter::Bilinear,
+            steps: FullField::default(),
         }
     }
 
+    fn grey(width: u32, height: u32, f: impl Fn(u32, u32) -> f32) -> Grey {
+        let pixels = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .map(|(x, y)| f(x, y))
+            .collect();
+        Grey::new(width, height, pixels).unwrap()
+    }
+
     #[test]
-    fn grey_is_scaled_repeated_and_normalised_per_channel() {
-        let img = GrayImage::from_fn(4, 4, |x, _| Luma([if x < 2 { 0 } else { 255 }]));
-        let t = preprocess(&DynamicImage::ImageLuma8(img), &prep(4));
+    fn grey_is_repeated_and_normalised_per_channel() {
+        let img = grey(4, 4, |x, _| if x < 2 { 0.0 } else { 1.0 });
+        let t = preprocess(&img, None, &prep(4));
         assert_eq!(t.len(), 48);
         assert_eq!(t[0], -1.0); // (0 - 0.5) / 0.5
         assert_eq!(t[3], 1.0); // (1 - 0.5) / 0.5
@@ -117,47 +340,98 @@ mod tests {
     }
 
     #[test]
-    fn sixteen_bit_uses_the_full_range() {
-        let img: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_pixel(4, 4, Luma([65535]));
-        let t = preprocess(&DynamicImage::ImageLuma16(img), &prep(4));
-        assert!((t[0] - 1.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn grey_rgb_equals_grey() {
-        let grey = GrayImage::from_fn(8, 8, |x, y| Luma([(x * 30 + y) as u8]));
-        let rgb = RgbImage::from_fn(8, 8, |x, y| {
-            let v = grey.get_pixel(x, y)[0];
-            Rgb([v, v, v])
-        });
-        let a = preprocess(&DynamicImage::ImageLuma8(grey), &prep(4));
-        let b = preprocess(&DynamicImage::ImageRgb8(rgb), &prep(4));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(worst < 1e-5, "{worst}");
-    }
-
-    #[test]
     fn resizes_to_the_model_input() {
-        let img = GrayImage::from_pixel(300, 500, Luma([128]));
+        let img = grey(300, 500, |_, _| 0.5);
         let p = Preprocessing {
             height: 20,
             width: 10,
             ..prep(0)
         };
-        let t = preprocess(&DynamicImage::ImageLuma8(img), &p);
+        let t = preprocess(&img, None, &p);
         assert_eq!(t.len(), 3 * 20 * 10);
-        assert!(t
-            .iter()
-            .take(200)
-            .all(|v| (v - (128.0 / 255.0 - 0.5) / 0.5).abs() < 1e-5));
+        assert!(t.iter().take(200).all(|v| v.abs() < 1e-5), "(0.5-0.5)/0.5");
     }
 
     #[test]
-    fn filter_names_round_trip() {
+    fn breast_box_keeps_the_longest_runs_and_drops_a_separate_marker() {
+        // Breast: columns 10..60, rows 20..90 of a 100×120 image; a marker at columns 80..90,
+        // rows 5..10 is cut off from it by background.
+        let img = grey(100, 120, |x, y| {
+            let breast = (10..60).contains(&x) && (20..90).contains(&y);
+            let marker = (80..90).contains(&x) && (5..10).contains(&y);
+            if breast || marker {
+                0.8
+            } else {
+                0.02
+            }
+        });
+        let region = breast_box(&img).unwrap();
+        assert_eq!(
+            region,
+            Region {
+                left: 10,
+                top: 20,
+                width: 50,
+                height: 70
+            }
+        );
+        assert_eq!(breast_box(&grey(50, 50, |_, _| 0.05)), None);
+    }
+
+    #[test]
+    fn orientation_follows_laterality_then_tissue() {
+        let img = grey(40, 20, |x, _| if x >= 30 { 0.9 } else { 0.0 });
+        let all = Region::all(&img);
+        assert!(chest_wall_on_right(&img, all, None));
+        assert!(!chest_wall_on_right(&img, all, Some(Laterality::Left)));
+        assert!(chest_wall_on_right(&img, all, Some(Laterality::Right)));
+    }
+
+    #[test]
+    fn full_field_crops_flips_and_pads_a_tall_breast_to_the_left() {
+        // A bright 40×80 block on the right of a 200×100 black image.
+        let img = grey(200, 100, |x, y| {
+            if (150..190).contains(&x) && (10..90).contains(&y) {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        let p = Preprocessing {
+            steps: "crop_breast,orient_left,pad_square".parse().unwrap(),
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..prep(8)
+        };
+        let plane = model_plane(&img, None, &p);
+        // 80 tall × 40 wide → 8 × 4, placed against the left edge; the rest is black.
+        for y in 0..8 {
+            let row = &plane[y * 8..y * 8 + 8];
+            assert!(row[..4].iter().all(|&v| (v - 1.0).abs() < 1e-5), "{row:?}");
+            assert!(row[4..].iter().all(|&v| v == 0.0), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn wide_images_are_centred_vertically() {
+        let img = grey(80, 40, |_, _| 1.0);
+        let p = Preprocessing {
+            steps: "pad_square".parse().unwrap(),
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..prep(8)
+        };
+        let plane = model_plane(&img, None, &p);
+        let rows: Vec<f32> = plane.chunks(8).map(|r| r[0]).collect();
+        assert_eq!(rows, [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn step_and_filter_names_round_trip() {
+        let all: FullField = "pad_square, crop_breast,orient_left".parse().unwrap();
+        assert_eq!(all.names(), ["crop_breast", "orient_left", "pad_square"]);
+        assert_eq!("".parse::<FullField>().unwrap(), FullField::default());
+        assert!("rotate".parse::<FullField>().is_err());
         for f in [
             ResizeFilter::Bilinear,
             ResizeFilter::Bicubic,
@@ -166,5 +440,7 @@ mod tests {
             assert_eq!(f.name().parse::<ResizeFilter>().unwrap(), f);
         }
         assert!("lanczos".parse::<ResizeFilter>().is_err());
+        assert_eq!(fit_size(4084, 3328, 224), (224, 183));
+        assert_eq!(fit_size(100, 300, 224), (75, 224));
     }
 }

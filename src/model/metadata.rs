@@ -1,6 +1,6 @@
 //! The model contract: the `mammo.*` metadata properties an exported ONNX file carries.
 
-use crate::imaging::{Preprocessing, ResizeFilter};
+use crate::imaging::{FullField, Preprocessing, ResizeFilter};
 use crate::model::labels::ClassLabel;
 use std::collections::HashMap;
 
@@ -51,6 +51,7 @@ impl ModelMetadata {
             })
         };
         let resize_text = optional("mammo.resize", "bilinear");
+        let steps_text = optional("mammo.preprocess", "");
         let threshold_text = optional("mammo.malignancy_threshold", &DEFAULT_THRESHOLD.to_string());
         let version = optional("mammo.version", "unknown");
         let arch = optional("mammo.arch", "unknown");
@@ -71,6 +72,9 @@ impl ModelMetadata {
         let resize: ResizeFilter = resize_text
             .parse()
             .map_err(|why: String| invalid("mammo.resize", &resize_text, &why))?;
+        let steps: FullField = steps_text
+            .parse()
+            .map_err(|why: String| invalid("mammo.preprocess", &steps_text, &why))?;
         let malignancy_threshold: f32 = threshold_text
             .trim()
             .parse()
@@ -91,6 +95,7 @@ impl ModelMetadata {
                 mean,
                 std,
                 resize,
+                steps,
             },
             malignancy_threshold,
             version,
@@ -183,6 +188,7 @@ mod tests {
             ("mammo.version", "1.2.0"),
             ("mammo.arch", "efficientnet_b0"),
             ("mammo.trained_on", "dphi"),
+            ("mammo.preprocess", "crop_breast,pad_square"),
         ])
     }
 
@@ -195,6 +201,7 @@ mod tests {
         assert_eq!(m.preprocessing.std, [0.229, 0.224, 0.225]);
         assert_eq!(m.malignancy_threshold, 0.31);
         assert_eq!(m.version, "1.2.0");
+        assert_eq!(m.preprocessing.steps.names(), ["crop_breast", "pad_square"]);
     }
 
     #[test]
@@ -214,10 +221,16 @@ mod tests {
         let mut p = complete();
         p.remove("mammo.malignancy_threshold");
         p.remove("mammo.version");
+        p.remove("mammo.preprocess");
         let (m, defaults) = ModelMetadata::from_props(&p).unwrap();
         assert_eq!(m.malignancy_threshold, DEFAULT_THRESHOLD);
         assert_eq!(m.version, "unknown");
-        assert_eq!(defaults.len(), 2);
+        assert_eq!(
+            m.preprocessing.steps,
+            FullField::default(),
+            "no full-field steps"
+        );
+        assert_eq!(defaults.len(), 3);
     }
 
     #[test]
@@ -236,6 +249,7 @@ mod tests {
             ("mammo.mean", "0.4,0.4"),
             ("mammo.resize", "lanczos9"),
             ("mammo.malignancy_threshold", "1.5"),
+            ("mammo.preprocess", "crop_breast,rotate"),
         ] {
             let mut p = complete();
             p.insert(key.into(), bad.into());

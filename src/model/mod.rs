@@ -1,5 +1,6 @@
 //! Meaning of the model's outputs: the metadata contract, labels, softmax, marginals, threshold.
 
+pub mod exam;
 pub mod labels;
 pub mod metadata;
 pub mod postprocess;

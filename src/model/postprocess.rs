@@ -174,6 +174,7 @@ mod tests {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 resize: ResizeFilter::Bilinear,
+                steps: Default::default(),
             },
             malignancy_threshold: threshold,
             version: "t".into(),

@@ -19,7 +19,7 @@ import torch
 
 from .labels import CLASSES
 from .models import ARCH, INITS, MEAN, STD, build
-from .preprocess import to_input
+from .preprocess import parse_steps, to_input
 
 SIZE = 224
 TOLERANCE = 1e-4
@@ -37,8 +37,9 @@ def export(model: torch.nn.Module, out: Path, props: dict[str, str]) -> None:
     onnx.save(proto, str(out))
 
 
-def contract(threshold: float, version: str, arch: str, trained_on: str) -> dict[str, str]:
+def contract(threshold: float, version: str, arch: str, trained_on: str, steps: list[str]) -> dict[str, str]:
     return {
+        "mammo.preprocess": ",".join(steps),
         "mammo.labels": ",".join(CLASSES),
         "mammo.input_size": str(SIZE),
         "mammo.mean": ",".join(str(m) for m in MEAN),
@@ -51,9 +52,9 @@ def contract(threshold: float, version: str, arch: str, trained_on: str) -> dict
     }
 
 
-def check(model: torch.nn.Module, onnx_path: Path, images: list[Path]) -> float:
+def check(model: torch.nn.Module, onnx_path: Path, images: list[Path], steps: list[str]) -> float:
     """Largest |ORT logit - torch logit| over `images`, run as one batch; raises above 1e-4."""
-    x = np.stack([to_input(p, SIZE, MEAN, STD) for p in images])
+    x = np.stack([to_input(p, SIZE, MEAN, STD, steps) for p in images])
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(x)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -72,12 +73,14 @@ def main() -> None:
     parser.add_argument("--version", required=True)
     parser.add_argument("--trained-on", required=True)
     parser.add_argument("--check-images", type=Path, required=True, help="folder of real JPEG mammograms for the ONNX Runtime vs torch check")
+    parser.add_argument("--preprocess", default="", type=parse_steps,
+                        help="the full-field steps the model was trained with (train.py --preprocess)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     model = build(args.init, weights=args.weights)
-    export(model, args.out, contract(args.threshold, args.version, ARCH[args.init], args.trained_on))
+    export(model, args.out, contract(args.threshold, args.version, ARCH[args.init], args.trained_on, args.preprocess))
     images = sorted(args.check_images.glob("*.jpg"))[:16]
-    worst = check(model, args.out, images)
+    worst = check(model, args.out, images, args.preprocess)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
     args.out.with_name(args.out.name + ".sha256").write_text(f"{digest}  {args.out.name}\n")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, sha256 {digest}); "

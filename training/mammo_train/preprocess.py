@@ -1,6 +1,20 @@
 """Image → model input, exactly as the Rust server's `imaging` module does it:
-grey in [0, 1] (8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma, alpha ignored), bilinear
-resize to the model input when the size differs, 3 equal channels, (x - mean) / std."""
+grey in [0, 1] (8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma, alpha ignored), then the
+model's full-field steps (`mammo.preprocess`, any of `crop_breast`, `orient_left`, `pad_square`,
+in that order), bilinear resize to the model input when the size differs, 3 equal channels,
+(x - mean) / std.
+
+Full-field steps (see the README's "Full-field preprocessing"):
+- crop_breast: tissue is grey > 0.1; a row (column) is breast when more than 1/50 of it is
+  tissue; the crop keeps the longest unbroken run of breast rows and of breast columns, which
+  drops empty detector area and stray markers separated from the breast by background.
+- orient_left: flip left-right so that the chest wall is on the left: when the laterality is
+  R (DICOM convention: a right breast is stored with its chest wall on the right), keep for L,
+  and without a laterality flip when the right half holds more tissue than the left half.
+- pad_square: keep the aspect ratio: scale so that the longer side is the model input and pad
+  with black to a square, the image against the left (chest-wall) edge when it is tall and
+  centred vertically when it is wide. Without it the image is stretched to the square.
+"""
 
 from pathlib import Path
 
@@ -8,6 +22,9 @@ import numpy as np
 from PIL import Image
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
+STEPS = ("crop_breast", "orient_left", "pad_square")
+TISSUE = np.float32(0.1)
+MIN_RUN_SHARE = 50  # a row/column is breast when tissue count * 50 > its length
 
 
 def grey01(path: Path) -> np.ndarray:
@@ -25,17 +42,88 @@ def grey01(path: Path) -> np.ndarray:
     return a[:, :, :3] @ LUMA
 
 
-def to_input(path: Path, size: int, mean: list[float], std: list[float]) -> np.ndarray:
+def parse_steps(text: str) -> list[str]:
+    """`crop_breast,orient_left` → the steps in pipeline order; unknown names are an error."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown preprocessing step(s) {unknown}; known: {', '.join(STEPS)}")
+    return [s for s in STEPS if s in names]
+
+
+def longest_run(flags: np.ndarray) -> tuple[int, int] | None:
+    """[start, end) of the longest run of True (the first one on ties), None when there is none."""
+    best, start = None, None
+    for i, f in enumerate(list(flags) + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            if best is None or i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    return best
+
+
+def crop_breast(g: np.ndarray) -> np.ndarray:
+    tissue = g > TISSUE
+    h, w = g.shape
+    rows = longest_run(tissue.sum(1) * MIN_RUN_SHARE > w)
+    cols = longest_run(tissue.sum(0) * MIN_RUN_SHARE > h)
+    if rows is None or cols is None:
+        return g
+    return g[rows[0]:rows[1], cols[0]:cols[1]]
+
+
+def chest_wall_on_right(g: np.ndarray, laterality: str | None = None) -> bool:
+    if laterality in ("R", "L"):
+        return laterality == "R"
+    half = g.shape[1] // 2
+    tissue = g > TISSUE
+    return bool(tissue[:, g.shape[1] - half:].sum() > tissue[:, :half].sum())
+
+
+def fit_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) of an h×w image scaled so that its longer side is `size` (rounded half up)."""
+    side = max(h, w)
+    return max(1, (h * size + side // 2) // side), max(1, (w * size + side // 2) // side)
+
+
+def resize(g: np.ndarray, height: int, width: int) -> np.ndarray:
+    if g.shape == (height, width):
+        return g
+    return np.asarray(Image.fromarray(np.ascontiguousarray(g), "F").resize((width, height), Image.BILINEAR), np.float32)
+
+
+def model_grey(g: np.ndarray, size: int, steps: list[str], laterality: str | None = None) -> np.ndarray:
+    """The size×size grey plane the model sees: crop, scale, flip and place on the square.
+    Scaling the (cropped) image to fit and then padding is pad-then-resize without resizing the
+    padding; flipping after the resize equals flipping before it (the filter is symmetric)."""
+    if "crop_breast" in steps:
+        g = crop_breast(g)
+    flip = "orient_left" in steps and chest_wall_on_right(g, laterality)
+    h, w = fit_size(*g.shape, size) if "pad_square" in steps else (size, size)
+    small = resize(g, h, w)
+    if flip:
+        small = small[:, ::-1]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(small, np.float32)
+    canvas = np.zeros((size, size), np.float32)
+    top = (size - h) // 2
+    canvas[top:top + h, :w] = small
+    return canvas
+
+
+def to_input(path: Path, size: int, mean: list[float], std: list[float], steps: list[str] = (),
+             laterality: str | None = None) -> np.ndarray:
     """3×size×size float32 tensor."""
-    g = grey01(path)
-    if g.shape != (size, size):
-        g = np.asarray(Image.fromarray(g, "F").resize((size, size), Image.BILINEAR), np.float32)
+    g = model_grey(grey01(path), size, list(steps), laterality)
     return np.stack([(g - m) / s for m, s in zip(mean, std)]).astype(np.float32)
 
 
 def main() -> None:
     """python -m mammo_train.preprocess IMAGE OUT.f32 --size 224 --mean M,M,M --std S,S,S
-    writes the tensor as little-endian float32 (used by the Rust/Python parity test)."""
+    [--steps crop_breast,orient_left,pad_square] writes the tensor as little-endian float32
+    (used by the Rust/Python parity test)."""
     import argparse
     parser = argparse.ArgumentParser(description="preprocess one image as training does")
     parser.add_argument("image", type=Path)
@@ -43,9 +131,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--mean", default="0.498,0.498,0.498")
     parser.add_argument("--std", default="0.502,0.502,0.502")
+    parser.add_argument("--steps", default="", help=f"full-field steps, comma-separated: {', '.join(STEPS)}")
     args = parser.parse_args()
     floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
-    to_input(args.image, args.size, floats(args.mean), floats(args.std)).astype("<f4").tofile(args.out)
+    tensor = to_input(args.image, args.size, floats(args.mean), floats(args.std), parse_steps(args.steps))
+    tensor.astype("<f4").tofile(args.out)
 
 
 if __name__ == "__main__":

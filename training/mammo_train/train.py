@@ -31,7 +31,7 @@ from .data import dedupe, read_dataset
 from .families import read_split
 from .labels import CLASSES, class_index
 from .models import INITS, MEAN, STD, build, split_at
-from .preprocess import to_input
+from .preprocess import parse_steps, to_input
 
 SIZE = 224
 
@@ -42,12 +42,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_inputs(paths: list[Path]) -> torch.Tensor:
-    return torch.from_numpy(np.stack([to_input(p, SIZE, MEAN, STD) for p in paths]))
+def load_inputs(paths: list[Path], steps: list[str]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([to_input(p, SIZE, MEAN, STD, steps) for p in paths]))
 
 
 @torch.no_grad()
-def prefix_outputs(prefix: nn.Module, paths: list[Path], cache: Path | None, batch: int = 64) -> torch.Tensor:
+def prefix_outputs(prefix: nn.Module, paths: list[Path], steps: list[str], cache: Path | None, batch: int = 64) -> torch.Tensor:
     """Frozen-prefix outputs for every image (cached on disk by prefix and file list)."""
     if cache is not None and cache.exists():
         stored = torch.load(cache)
@@ -56,7 +56,7 @@ def prefix_outputs(prefix: nn.Module, paths: list[Path], cache: Path | None, bat
     prefix.eval()
     outs, started = [], time.time()
     for i in range(0, len(paths), batch):
-        outs.append(prefix(load_inputs(paths[i:i + batch])))
+        outs.append(prefix(load_inputs(paths[i:i + batch], steps)))
         done = min(i + batch, len(paths))
         rate = done / (time.time() - started)
         print(f"\r  features {done}/{len(paths)} ({rate:.0f} img/s, ETA {(len(paths) - done) / rate:.0f} s)", end="", file=sys.stderr)
@@ -199,6 +199,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast and channels-last there; the CPU runs fp32)")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--preprocess", default="", type=parse_steps,
+                        help="full-field steps applied before the resize, comma-separated "
+                             "(crop_breast,orient_left,pad_square); export must be given the same")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -224,10 +227,11 @@ def main() -> None:
     torch.backends.cudnn.benchmark = device.type == "cuda"
     prefix, _ = split_at(build(args.init, weights=args.weights), args.trainable)
     if args.trainable == "all":
-        x = load_inputs(paths)
+        x = load_inputs(paths, args.preprocess)
     else:
         tag = f"{args.init}-{args.trainable}" + ("" if args.weights is None else f"-{args.weights.stem}")
-        x = prefix_outputs(prefix, paths, cache_root / f"{tag}.pt")
+        tag += "".join(f"-{s}" for s in args.preprocess)
+        x = prefix_outputs(prefix, paths, args.preprocess, cache_root / f"{tag}.pt")
     x, y = x.to(device), y.to(device)
 
     oof, summary, started = {}, [], time.time()
@@ -256,7 +260,8 @@ def main() -> None:
         if k is None:
             torch.save(on_cpu, args.out / "model.pt")
     (args.out / "summary.json").write_text(json.dumps(
-        {"init": args.init, "trainable": args.trainable, "leaky": args.leaky, "folds": summary,
+        {"init": args.init, "trainable": args.trainable, "leaky": args.leaky,
+         "preprocess": ",".join(args.preprocess), "folds": summary,
          "total_seconds": time.time() - started}, indent=2))
     if oof:
         with open(args.out / "oof.csv", "w", newline="") as f:

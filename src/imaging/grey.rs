@@ -1,0 +1,76 @@
+//! The one image form preprocessing reads: a single grey channel in [0, 1].
+
+use image::DynamicImage;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A grey image, row-major, each pixel in [0, 1] with dense tissue bright.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grey {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<f32>,
+}
+
+impl Grey {
+    /// `None` unless `pixels` holds exactly width × height values and neither side is 0.
+    pub fn new(width: u32, height: u32, pixels: Vec<f32>) -> Option<Self> {
+        (width > 0 && height > 0 && pixels.len() == width as usize * height as usize).then_some(
+            Grey {
+                width,
+                height,
+                pixels,
+            },
+        )
+    }
+
+    /// Any decoded JPEG/PNG: 8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma
+    /// (0.2126 R + 0.7152 G + 0.0722 B), alpha ignored.
+    pub fn from_image(image: &DynamicImage) -> Self {
+        let luma = image.to_luma32f();
+        let (width, height) = luma.dimensions();
+        Grey {
+            width,
+            height,
+            pixels: luma.into_raw(),
+        }
+    }
+
+    /// Row `y`.
+    pub fn row(&self, y: u32) -> &[f32] {
+        let w = self.width as usize;
+        &self.pixels[y as usize * w..(y as usize + 1) * w]
+    }
+
+    /// 16-bit grey image (for thumbnails and fingerprints).
+    pub fn to_image(&self) -> DynamicImage {
+        let values = self
+            .pixels
+            .iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
+            .collect();
+        let buffer = image::ImageBuffer::from_raw(self.width, self.height, values)
+            .expect("width × height values");
+        DynamicImage::ImageLuma16(buffer)
+    }
+}
+
+/// Which breast an image shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+pub enum Laterality {
+    #[serde(rename = "L")]
+    Left,
+    #[serde(rename = "R")]
+    Right,
+}
+
+impl Laterality {
+    /// `L` or `R` (DICOM code string); anything else (U, B, empty) is not one breast.
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code.trim() {
+            "L" => Some(Laterality::Left),
+            "R" => Some(Laterality::Right),
+            _ => None,
+        }
+    }
+}

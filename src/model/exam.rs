@@ -1,0 +1,263 @@
+//! Exam-level reading of DICOM views, as radiologists read: by study, then by breast.
+//!
+//! Rules (documented in the README):
+//! - Views are grouped by Study Instance UID, then by laterality (L, R, or neither).
+//! - A breast's malignancy probability is the highest among its views (one suspicious view
+//!   is enough to recall), labelled with the model's operating threshold.
+//! - A breast's density is the most probable of the four density probabilities averaged over
+//!   its views (each view is one noisy estimate of the same tissue).
+//! - The exam's density is the denser breast's (BI-RADS 5th ed.: when the breasts differ, the
+//!   exam is categorised by the denser); its malignancy is its highest breast's.
+
+use crate::imaging::{DicomInfo, Laterality};
+use crate::model::labels::birads_letter;
+use crate::model::postprocess::{DensityProbabilities, MalignancyCall};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// One study's summary across its views.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ExamSummary {
+    pub study_instance_uid: String,
+    /// Left, right, then views that name neither breast.
+    pub breasts: Vec<BreastSummary>,
+    /// The denser breast's density.
+    pub density: ExamDensity,
+    /// The highest malignancy probability of any view in the study.
+    pub malignancy: ExamMalignancy,
+}
+
+/// One breast's summary across its views.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BreastSummary {
+    /// `L`, `R`, or null for views without a laterality.
+    pub laterality: Option<Laterality>,
+    /// The batch item ids of its views, in request order.
+    pub views: Vec<ViewRef>,
+    pub density: ExamDensity,
+    pub malignancy: ExamMalignancy,
+}
+
+/// A view that went into a summary.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ViewRef {
+    /// The batch item's id.
+    pub id: String,
+    pub sop_instance_uid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_position: Option<String>,
+}
+
+/// Density across views.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ExamDensity {
+    /// `D1`..`D4`.
+    pub label: String,
+    /// BI-RADS composition `A`..`D`.
+    pub birads: String,
+    /// Density probabilities averaged over the views (for an exam: the denser breast's).
+    pub probabilities: DensityProbabilities,
+}
+
+/// Malignancy across views: the highest view.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ExamMalignancy {
+    /// `malignant` when `probability >= threshold`.
+    pub label: String,
+    pub probability: f32,
+    pub threshold: f32,
+    /// The id of the view with the highest probability.
+    pub from: String,
+}
+
+/// A batch item that was read: its id, its DICOM identifiers and what the model said.
+pub struct View<'a> {
+    pub id: &'a str,
+    pub dicom: &'a DicomInfo,
+    pub density: &'a DensityProbabilities,
+    pub malignancy: &'a MalignancyCall,
+}
+
+/// Summaries per study, in order of each study's first view.
+pub fn summarise(views: &[View]) -> Vec<ExamSummary> {
+    let mut studies: Vec<(&str, Vec<&View>)> = Vec::new();
+    for view in views {
+        let uid = view.dicom.study_instance_uid.as_str();
+        match studies.iter_mut().find(|(s, _)| *s == uid) {
+            Some((_, members)) => members.push(view),
+            None => studies.push((uid, vec![view])),
+        }
+    }
+    studies
+        .into_iter()
+        .map(|(uid, members)| exam(uid, &members))
+        .collect()
+}
+
+fn exam(uid: &str, views: &[&View]) -> ExamSummary {
+    let mut by_side: BTreeMap<u8, Vec<&View>> = BTreeMap::new();
+    for view in views {
+        let key = match view.dicom.laterality {
+            Some(Laterality::Left) => 0,
+            Some(Laterality::Right) => 1,
+            None => 2,
+        };
+        by_side.entry(key).or_default().push(view);
+    }
+    let breasts: Vec<BreastSummary> = by_side.into_values().map(|v| breast(&v)).collect();
+    let denser = breasts
+        .iter()
+        .max_by_key(|b| b.density.label.clone())
+        .expect("a study has at least one view");
+    let highest = breasts
+        .iter()
+        .max_by(|a, b| {
+            a.malignancy
+                .probability
+                .total_cmp(&b.malignancy.probability)
+        })
+        .expect("a study has at least one view");
+    ExamSummary {
+        study_instance_uid: uid.to_string(),
+        density: denser.density.clone(),
+        malignancy: highest.malignancy.clone(),
+        breasts,
+    }
+}
+
+fn breast(views: &[&View]) -> BreastSummary {
+    let n = views.len() as f32;
+    let mean =
+        |f: fn(&DensityProbabilities) -> f32| views.iter().map(|v| f(v.density)).sum::<f32>() / n;
+    let probabilities = DensityProbabilities {
+        d1: mean(|p| p.d1),
+        d2: mean(|p| p.d2),
+        d3: mean(|p| p.d3),
+        d4: mean(|p| p.d4),
+    };
+    let values = [
+        probabilities.d1,
+        probabilities.d2,
+        probabilities.d3,
+        probabilities.d4,
+    ];
+    let best = (0..4).fold(0, |b, i| if values[i] > values[b] { i } else { b });
+    let top = views
+        .iter()
+        .max_by(|a, b| {
+            a.malignancy
+                .probability
+                .total_cmp(&b.malignancy.probability)
+        })
+        .expect("a breast has at least one view");
+    let (threshold, probability) = (top.malignancy.threshold, top.malignancy.probability);
+    BreastSummary {
+        laterality: views[0].dicom.laterality,
+        views: views
+            .iter()
+            .map(|v| ViewRef {
+                id: v.id.to_string(),
+                sop_instance_uid: v.dicom.sop_instance_uid.clone(),
+                view_position: v.dicom.view_position.clone(),
+            })
+            .collect(),
+        density: ExamDensity {
+            label: format!("D{}", best + 1),
+            birads: birads_letter(best as u8 + 1).to_string(),
+            probabilities,
+        },
+        malignancy: ExamMalignancy {
+            label: if probability >= threshold {
+                "malignant"
+            } else {
+                "benign"
+            }
+            .to_string(),
+            probability,
+            threshold,
+            from: top.id.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(density: [f32; 4], malignant: f32) -> (DensityProbabilities, MalignancyCall) {
+        let [d1, d2, d3, d4] = density;
+        let malignancy = MalignancyCall {
+            label: String::new(),
+            probability: malignant,
+            threshold: 0.5,
+            confidence: 0.0,
+        };
+        (DensityProbabilities { d1, d2, d3, d4 }, malignancy)
+    }
+
+    fn info(study: &str, laterality: Option<Laterality>, view: &str) -> DicomInfo {
+        DicomInfo {
+            sop_instance_uid: format!("{study}.{view}"),
+            study_instance_uid: study.into(),
+            series_instance_uid: format!("{study}.1"),
+            laterality,
+            view_position: Some(view.into()),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+        }
+    }
+
+    #[test]
+    fn breasts_take_the_highest_malignancy_and_mean_density_exams_the_denser_breast() {
+        let (l, r) = (Some(Laterality::Left), Some(Laterality::Right));
+        let infos = [
+            info("s1", l, "CC"),
+            info("s1", r, "CC"),
+            info("s1", l, "MLO"),
+            info("s2", None, "CC"),
+        ];
+        let preds = [
+            prediction([0.1, 0.6, 0.3, 0.0], 0.2),
+            prediction([0.0, 0.1, 0.2, 0.7], 0.1),
+            prediction([0.1, 0.2, 0.7, 0.0], 0.8),
+            prediction([1.0, 0.0, 0.0, 0.0], 0.4),
+        ];
+        let ids = ["lcc", "rcc", "lmlo", "other"];
+        let views: Vec<View> = (0..4)
+            .map(|i| View {
+                id: ids[i],
+                dicom: &infos[i],
+                density: &preds[i].0,
+                malignancy: &preds[i].1,
+            })
+            .collect();
+        let exams = summarise(&views);
+        assert_eq!(exams.len(), 2);
+        let s1 = &exams[0];
+        assert_eq!(s1.breasts.len(), 2);
+        let left = &s1.breasts[0];
+        assert_eq!(left.laterality, l);
+        assert_eq!(
+            left.views.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+            ["lcc", "lmlo"]
+        );
+        // Mean density: D2 0.4, D3 0.5 → D3; highest malignancy 0.8 from the MLO.
+        assert_eq!(left.density.label, "D3");
+        assert!((left.density.probabilities.d3 - 0.5).abs() < 1e-6);
+        assert_eq!(
+            (
+                left.malignancy.label.as_str(),
+                left.malignancy.from.as_str()
+            ),
+            ("malignant", "lmlo")
+        );
+        assert_eq!(s1.breasts[1].density.label, "D4");
+        assert_eq!(
+            (s1.density.label.as_str(), s1.density.birads.as_str()),
+            ("D4", "D")
+        );
+        assert_eq!(s1.malignancy.from, "lmlo");
+        assert_eq!(exams[1].breasts[0].laterality, None);
+        assert_eq!(exams[1].malignancy.label, "benign");
+    }
+}

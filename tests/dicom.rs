@@ -1,0 +1,346 @@
+//! DICOM MG input: transfer syntaxes, grey mapping, laterality, refusals, the `dicom` object,
+//! and the exam-level summary of `/batch`. Fixtures: tests/fixtures/dicom (pydicom, made by
+//! tests/fixtures/make_dicom_fixtures.py from the committed JPEG fixtures).
+
+mod common;
+
+use common::*;
+use mammo_serve::imaging::{
+    self, breast_box, decode_grey, model_plane, DecodeLimits, Grey, ImageError, Laterality,
+    Preprocessing, ResizeFilter,
+};
+use serde_json::Value;
+
+fn dicom(name: &str) -> Vec<u8> {
+    fixture(&format!("dicom/{name}"))
+}
+
+fn grey(name: &str) -> (Grey, imaging::DicomInfo) {
+    let decoded = decode_grey(&dicom(name), &DecodeLimits::default()).unwrap();
+    (
+        decoded.grey,
+        decoded.dicom.expect("DICOM input has DICOM info"),
+    )
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The stored value of the 64×64 ramp fixtures at pixel i.
+fn ramp(i: usize) -> f64 {
+    (i % 4096) as f64
+}
+
+#[test]
+fn every_transfer_syntax_decodes_to_the_same_pixels() {
+    let (reference, info) = grey("mg_explicit_le.dcm");
+    assert_eq!((reference.width, reference.height), (256, 320));
+    assert_eq!(info.transfer_syntax, "1.2.840.10008.1.2.1");
+    for (name, syntax) in [
+        ("mg_implicit_le.dcm", "1.2.840.10008.1.2"),
+        ("mg_deflated.dcm", "1.2.840.10008.1.2.1.99"),
+        ("mg_rle.dcm", "1.2.840.10008.1.2.5"),
+        ("mg_jpeg_lossless.dcm", "1.2.840.10008.1.2.4.70"),
+        ("mg_jpeg2000.dcm", "1.2.840.10008.1.2.4.90"),
+    ] {
+        let (decoded, info) = grey(name);
+        assert_eq!(info.transfer_syntax, syntax, "{name}");
+        assert_eq!(
+            max_abs_diff(&decoded.pixels, &reference.pixels),
+            0.0,
+            "{name} is lossless"
+        );
+    }
+    // JPEG baseline is 8-bit and lossy: the same picture within a few grey levels.
+    let (baseline, info) = grey("mg_jpeg_baseline.dcm");
+    assert_eq!(info.transfer_syntax, "1.2.840.10008.1.2.4.50");
+    let mean = baseline
+        .pixels
+        .iter()
+        .zip(&reference.pixels)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / reference.pixels.len() as f32;
+    assert!(mean < 0.01, "mean |Δ| {mean}");
+}
+
+#[test]
+fn rescale_and_window_are_applied() {
+    // Rescale 2·s − 1000, then LINEAR window centre 1000, width 2001 (PS3.3 C.11.2.1.2.1).
+    let (g, _) = grey("voi_window_rescale.dcm");
+    for (i, &v) in g.pixels.iter().enumerate() {
+        let x = 2.0 * ramp(i) - 1000.0;
+        let want = ((x - 999.5) / 2000.0 + 0.5).clamp(0.0, 1.0);
+        assert!((v as f64 - want).abs() < 1e-6, "pixel {i}: {v} vs {want}");
+    }
+    assert!(
+        g.pixels.contains(&0.0) && g.pixels.contains(&1.0),
+        "both clamps reached"
+    );
+}
+
+#[test]
+fn a_voi_lut_table_wins_and_without_any_voi_the_stored_range_is_used() {
+    let (table, _) = grey("voi_lut_table.dcm");
+    for (i, &v) in table.pixels.iter().enumerate() {
+        let want = (65535.0 * (ramp(i) / 4095.0).sqrt()).floor() / 65535.0;
+        assert!((v as f64 - want).abs() < 1e-6, "pixel {i}");
+    }
+    let (plain, _) = grey("voi_stored_range.dcm");
+    for (i, &v) in plain.pixels.iter().enumerate() {
+        assert!((v as f64 - ramp(i) / 4095.0).abs() < 1e-6, "pixel {i}");
+    }
+}
+
+#[test]
+fn monochrome1_is_inverted_to_the_same_grey() {
+    let (mono2, _) = grey("mg_explicit_le.dcm");
+    let (mono1, _) = grey("mg_mono1.dcm");
+    assert!(max_abs_diff(&mono1.pixels, &mono2.pixels) < 1e-6);
+}
+
+fn full_field() -> Preprocessing {
+    Preprocessing {
+        height: 224,
+        width: 224,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        resize: ResizeFilter::Bilinear,
+        steps: "crop_breast,orient_left,pad_square".parse().unwrap(),
+    }
+}
+
+#[test]
+fn the_crop_leaves_out_the_marker_and_the_right_breast_is_flipped_to_the_left() {
+    let (left, info) = grey("mg_explicit_le.dcm");
+    assert_eq!(info.laterality, Some(Laterality::Left));
+    assert_eq!(info.view_position.as_deref(), Some("CC"));
+    let region = breast_box(&left).unwrap();
+    // The breast sits at rows 48..272, columns 0..224; the marker at rows 10..22, columns 234..252.
+    assert!(
+        region.top >= 48 && region.top + region.height <= 272,
+        "{region:?}"
+    );
+    assert!(region.left + region.width <= 224, "{region:?}");
+
+    let (right, info) = grey("mg_right_cc.dcm");
+    assert_eq!(info.laterality, Some(Laterality::Right));
+    let a = model_plane(&left, Some(Laterality::Left), &full_field());
+    let b = model_plane(&right, Some(Laterality::Right), &full_field());
+    assert!(max_abs_diff(&a, &b) < 1e-6, "mirror images read alike");
+    // Without orientation they differ: the flip is what made them equal.
+    let mut no_orient = full_field();
+    no_orient.steps.orient_left = false;
+    let c = model_plane(&right, Some(Laterality::Right), &no_orient);
+    assert!(max_abs_diff(&a, &c) > 0.1);
+}
+
+#[test]
+fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
+    let limits = DecodeLimits::default();
+    let refused = |name: &str| match decode_grey(&dicom(name), &limits) {
+        Err(ImageError::Unusable(why)) => why,
+        other => panic!("{name}: expected Unusable, got {other:?}"),
+    };
+    assert!(refused("ct_not_mammography.dcm").contains("Modality is \"CT\""));
+    assert!(refused("sr_no_pixel_data.dcm").contains("no pixel data"));
+    assert!(refused("mg_two_frames.dcm").contains("2 frames"));
+    let any = DecodeLimits {
+        any_modality: true,
+        ..limits
+    };
+    assert!(decode_grey(&dicom("ct_not_mammography.dcm"), &any).is_ok());
+
+    match decode_grey(&dicom("unsupported_jpeg_ls.dcm"), &limits) {
+        Err(ImageError::Unsupported(why)) => {
+            assert!(why.contains("1.2.840.10008.1.2.4.80"), "{why}")
+        }
+        other => panic!("JPEG-LS: expected Unsupported, got {other:?}"),
+    }
+    match decode_grey(&dicom("unsupported_jpeg_12bit.dcm"), &limits) {
+        Err(ImageError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("1.2.840.10008.1.2.4.51"), "{reason}")
+        }
+        other => panic!("12-bit JPEG: expected Corrupt, got {other:?}"),
+    }
+
+    let mut cut = dicom("mg_explicit_le.dcm");
+    cut.truncate(4000);
+    assert!(matches!(
+        decode_grey(&cut, &limits),
+        Err(ImageError::Corrupt { .. })
+    ));
+}
+
+const PHI: [&str; 3] = ["Fixture^Synthetic", "FIXTURE-0001", "19700101"];
+
+#[tokio::test]
+async fn predict_reads_dicom_and_answers_with_identifiers_but_no_patient_data() {
+    let server = start(config(&[])).await;
+    let response = server
+        .post_image(dicom("mg_rle.dcm"), "application/dicom")
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for value in PHI {
+        assert!(!text.contains(value), "the answer leaks {value}");
+    }
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let d = &body["dicom"];
+    assert_eq!(d["study_instance_uid"], "1.2.826.0.1.3680043.8.498.1001");
+    assert!(d["sop_instance_uid"]
+        .as_str()
+        .unwrap()
+        .starts_with("1.2.826.0.1.3680043.8.498."));
+    assert_eq!(d["laterality"], "L");
+    assert_eq!(d["view_position"], "CC");
+    assert_eq!(d["transfer_syntax"], "1.2.840.10008.1.2.5");
+    assert!(body["notice"].as_str().unwrap().contains("not a diagnosis"));
+
+    // MONOCHROME1 of the same image and the mirrored right breast give the same prediction.
+    for other in ["mg_mono1.dcm", "mg_right_cc.dcm"] {
+        let alt: Value = server
+            .post_image(dicom(other), "application/dicom")
+            .await
+            .json()
+            .await
+            .unwrap();
+        for ((k, a), (_, b)) in probabilities(&body["class"]["probabilities"])
+            .into_iter()
+            .zip(probabilities(&alt["class"]["probabilities"]))
+        {
+            assert!((a - b).abs() < 1e-5, "{other} {k}: {a} vs {b}");
+        }
+    }
+    // JPEG/PNG answers carry no dicom object.
+    let jpeg: Value = server
+        .post_image(fixture("d3b_Image_1.jpg"), "image/jpeg")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(jpeg.get("dicom").is_none());
+}
+
+#[tokio::test]
+async fn predict_refuses_non_mammography_unless_allowed() {
+    let server = start(config(&[])).await;
+    let response = server
+        .post_image(dicom("ct_not_mammography.dcm"), "application/dicom")
+        .await;
+    let problem = expect_problem(response, 422).await;
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("--allow-any-modality"));
+    for name in ["sr_no_pixel_data.dcm", "mg_two_frames.dcm"] {
+        let response = server.post_image(dicom(name), "application/dicom").await;
+        expect_problem(response, 422).await;
+    }
+    let response = server
+        .post_image(b"not a dicom file at all".to_vec(), "application/dicom")
+        .await;
+    let problem = expect_problem(response, 400).await;
+    assert!(problem["detail"].as_str().unwrap().contains("DICOM"));
+
+    let response = server
+        .post_image(dicom("unsupported_jpeg_ls.dcm"), "application/dicom")
+        .await;
+    expect_problem(response, 415).await;
+
+    let allowing = start(config(&["--allow-any-modality"])).await;
+    let response = allowing
+        .post_image(dicom("ct_not_mammography.dcm"), "application/dicom")
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn batch_of_dicom_views_returns_the_exam_by_breast() {
+    let server = start(config(&[])).await;
+    let names = [
+        "mg_explicit_le.dcm",
+        "mg_right_cc.dcm",
+        "mg_left_mlo.dcm",
+        "ct_not_mammography.dcm",
+    ];
+    let mut form = reqwest::multipart::Form::new();
+    for name in names {
+        form = form.part(
+            "files",
+            reqwest::multipart::Part::bytes(dicom(name)).file_name(name),
+        );
+    }
+    let response = server.post_multipart("/batch", form).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[3]["ok"], false, "the CT item alone fails");
+    assert_eq!(results[3]["error"]["status"], 422);
+
+    let exams = body["exams"].as_array().unwrap();
+    assert_eq!(exams.len(), 1);
+    let exam = &exams[0];
+    assert_eq!(exam["study_instance_uid"], "1.2.826.0.1.3680043.8.498.1001");
+    let breasts = exam["breasts"].as_array().unwrap();
+    assert_eq!(breasts.len(), 2);
+    assert_eq!(breasts[0]["laterality"], "L");
+    let left_ids: Vec<&str> = breasts[0]["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left_ids, ["mg_explicit_le.dcm", "mg_left_mlo.dcm"]);
+    assert_eq!(breasts[1]["laterality"], "R");
+
+    // The left breast's malignancy is its higher view; the exam's is its higher breast.
+    let p = |i: usize| {
+        results[i]["prediction"]["malignancy"]["probability"]
+            .as_f64()
+            .unwrap()
+    };
+    let left = breasts[0]["malignancy"]["probability"].as_f64().unwrap();
+    assert!((left - p(0).max(p(2))).abs() < 1e-6);
+    let highest = p(0).max(p(1)).max(p(2));
+    assert!((exam["malignancy"]["probability"].as_f64().unwrap() - highest).abs() < 1e-6);
+    // The left density is the argmax of the two views' mean density probabilities.
+    let mean = |k: &str| {
+        (results[0]["prediction"]["density"]["probabilities"][k]
+            .as_f64()
+            .unwrap()
+            + results[2]["prediction"]["density"]["probabilities"][k]
+                .as_f64()
+                .unwrap())
+            / 2.0
+    };
+    let best = ["D1", "D2", "D3", "D4"]
+        .into_iter()
+        .max_by(|a, b| mean(a).total_cmp(&mean(b)))
+        .unwrap();
+    assert_eq!(breasts[0]["density"]["label"], best);
+    let denser = [&breasts[0], &breasts[1]]
+        .iter()
+        .map(|b| b["density"]["label"].as_str().unwrap().to_string())
+        .max()
+        .unwrap();
+    assert_eq!(exam["density"]["label"], denser.as_str());
+
+    // JPEG-only batches have no exam summary.
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::bytes(fixture("d1b_Image_2.jpg")).file_name("a.jpg"),
+    );
+    let body: Value = server
+        .post_multipart("/batch", form)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("exams").is_none());
+}
