@@ -343,8 +343,33 @@ impl Voi {
     }
 }
 
+/// RLE Lossless, which [`super::rle`] decodes faster than dicom-pixeldata.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
 /// Decodes the pixel data and maps every sample through the grey lookup table.
 fn pixels(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<Grey, ImageError> {
+    let map = GreyMap::read(object)?;
+    let voi = Voi::read(object);
+    if object.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
+        let (width, height) = (
+            int(object, tags::COLUMNS).unwrap_or(0) as u32,
+            int(object, tags::ROWS).unwrap_or(0) as u32,
+        );
+        let n = width as usize * height as usize;
+        let bytes = int(object, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
+        let grey = match rle_planes(object, n, bytes)?.as_slice() {
+            [low] => map_samples(low.iter().map(|&b| b as u32), n, &map, voi),
+            [high, low] => {
+                let samples = high
+                    .iter()
+                    .zip(low)
+                    .map(|(&h, &l)| (h as u32) << 8 | l as u32);
+                map_samples(samples, n, &map, voi)
+            }
+            _ => unreachable!("8 or 16 bits allocated, checked before"),
+        }?;
+        return Ok(Grey::new(width, height, grey).expect("width × height samples"));
+    }
     let decoded = object.decode_pixel_data().map_err(|e| {
         corrupt(format!(
             "{} (transfer syntax {})",
@@ -354,8 +379,6 @@ fn pixels(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<Grey, Im
     })?;
     let (width, height) = (decoded.columns(), decoded.rows());
     super::decode::check_dimensions(width, height, limits)?;
-    let map = GreyMap::read(object)?;
-    let voi = Voi::read(object);
     let n = width as usize * height as usize;
     let data = decoded.data();
     let grey = if decoded.bits_allocated() == 8 {
@@ -367,6 +390,24 @@ fn pixels(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<Grey, Im
         map_samples(samples, n, &map, voi)
     }?;
     Ok(Grey::new(width, height, grey).expect("width × height samples"))
+}
+
+/// The byte planes of the (single) RLE frame: its fragments joined, then decoded.
+fn rle_planes(
+    object: &DefaultDicomObject,
+    n: usize,
+    bytes: usize,
+) -> Result<super::rle::Planes, ImageError> {
+    let element = object.element(tags::PIXEL_DATA).map_err(corrupt)?;
+    let fragments = element
+        .value()
+        .fragments()
+        .ok_or_else(|| corrupt("RLE pixel data is not encapsulated"))?;
+    let frame: std::borrow::Cow<[u8]> = match fragments {
+        [one] => one.as_slice().into(),
+        many => many.concat().into(),
+    };
+    super::rle::decode_frame(&frame, n, bytes).map_err(corrupt)
 }
 
 /// Maps the first `n` raw samples to grey; without a VOI the image's own range is used.

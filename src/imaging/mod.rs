@@ -8,6 +8,7 @@ mod decode;
 pub mod dicom;
 mod grey;
 mod preprocess;
+mod rle;
 
 pub use decode::{decode, sniff, DecodeLimits, ImageFormat};
 pub use dicom::DicomInfo;

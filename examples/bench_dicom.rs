@@ -1,0 +1,142 @@
+//! Decode + preprocess time of one (full-field) DICOM mammogram on one thread, as the server
+//! spends it per image: parse and pixel decompression (dicom-rs), the grey mapping (rescale,
+//! VOI, MONOCHROME1), then the full-field steps and the resize to 224×224.
+//!
+//! `cargo run --release --example bench_dicom -- FILE.dcm [RUNS] [PICTURE.png]`
+//! (scripts/bench_dicom.sh makes a 2600×4700 16-bit RLE image and runs this.) With PICTURE,
+//! also draws the image as decoded (the breast box in red) beside what the model sees.
+
+use dicom_object::file::ReadPreamble;
+use dicom_object::OpenFileOptions;
+use dicom_pixeldata::PixelDecoder;
+use image::{Rgb, RgbImage};
+use mammo_serve::imaging::{self, DecodeLimits, Grey, Preprocessing, Region, ResizeFilter};
+use std::time::{Duration, Instant};
+
+fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort();
+    let ms = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    (ms(0.5), ms(0.9))
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
+    let times = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed()
+        })
+        .collect();
+    percentiles(times)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .get(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: bench_dicom FILE.dcm [RUNS]"))?;
+    let runs: usize = args.get(2).map_or(Ok(20), |s| s.parse())?;
+    let bytes = std::fs::read(path)?;
+    let limits = DecodeLimits::default();
+    let prep = Preprocessing {
+        height: 224,
+        width: 224,
+        mean: [0.498; 3],
+        std: [0.502; 3],
+        resize: ResizeFilter::Bilinear,
+        steps: "crop_breast,orient_left,pad_square"
+            .parse()
+            .map_err(anyhow::Error::msg)?,
+    };
+
+    let decoded = imaging::decode_grey(&bytes, &limits)?;
+    let info = decoded.dicom.clone().expect("a DICOM file");
+    let region = imaging::breast_box(&decoded.grey);
+    println!(
+        "{path}: {:.1} MB, {}×{} px, transfer syntax {}, laterality {:?}, breast box {region:?}",
+        bytes.len() as f64 / 1e6,
+        decoded.grey.width,
+        decoded.grey.height,
+        info.transfer_syntax,
+        info.laterality,
+    );
+
+    let parse_and_decompress = time(runs, || {
+        let object = OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(&bytes[128..])
+            .expect("parses");
+        object.decode_pixel_data().expect("decodes").rows()
+    });
+    let decode = time(runs, || {
+        imaging::decode_grey(&bytes, &limits).expect("decodes")
+    });
+    let preprocess = time(runs, || {
+        imaging::preprocess(&decoded.grey, info.laterality, &prep)
+    });
+    let total = time(runs, || {
+        imaging::prepare(&bytes, &limits, &prep).expect("prepares")
+    });
+    println!("{runs} runs, one thread, p50 / p90 ms:");
+    for (stage, (p50, p90)) in [
+        ("parse + decompress (dicom-rs)", parse_and_decompress),
+        ("decode_grey (+ grey mapping)", decode),
+        ("preprocess (crop, orient, resize, pad)", preprocess),
+        ("prepare (all of it)", total),
+    ] {
+        println!("  {stage:<40} {p50:8.1} {p90:8.1}");
+    }
+    println!("decode_preprocess_p50_ms={:.1}", total.0);
+    if let Some(out) = args.get(3) {
+        picture(
+            &decoded.grey,
+            region,
+            &imaging::model_plane(&decoded.grey, info.laterality, &prep),
+        )
+        .save(out)?;
+        println!("wrote {out}");
+    }
+    Ok(())
+}
+
+/// The decoded image scaled to 448 px tall with the breast box in red, then the 224×224
+/// model input at twice its size, on one canvas.
+fn picture(grey: &Grey, region: Option<Region>, plane: &[f32]) -> RgbImage {
+    const SIDE: u32 = 448;
+    let scale = SIDE as f32 / grey.height as f32;
+    let width = (grey.width as f32 * scale).round() as u32;
+    let mut canvas = RgbImage::from_pixel(width + 16 + SIDE, SIDE, Rgb([255, 255, 255]));
+    let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0) as u8;
+    for y in 0..SIDE {
+        for x in 0..width {
+            let (sx, sy) = ((x as f32 / scale) as u32, (y as f32 / scale) as u32);
+            let v = level(grey.row(sy.min(grey.height - 1))[sx.min(grey.width - 1) as usize]);
+            canvas.put_pixel(x, y, Rgb([v, v, v]));
+        }
+    }
+    if let Some(r) = region {
+        let (x0, y0) = (
+            (r.left as f32 * scale) as u32,
+            (r.top as f32 * scale) as u32,
+        );
+        let x1 = (((r.left + r.width) as f32 * scale) as u32).min(width - 1);
+        let y1 = (((r.top + r.height) as f32 * scale) as u32).min(SIDE - 1);
+        for t in 0..3 {
+            for x in x0..=x1 {
+                canvas.put_pixel(x, (y0 + t).min(SIDE - 1), Rgb([230, 30, 30]));
+                canvas.put_pixel(x, y1.saturating_sub(t), Rgb([230, 30, 30]));
+            }
+            for y in y0..=y1 {
+                canvas.put_pixel((x0 + t).min(width - 1), y, Rgb([230, 30, 30]));
+                canvas.put_pixel(x1.saturating_sub(t), y, Rgb([230, 30, 30]));
+            }
+        }
+    }
+    for y in 0..SIDE {
+        for x in 0..SIDE {
+            let v = level(plane[(y / 2 * 224 + x / 2) as usize]);
+            canvas.put_pixel(width + 16 + x, y, Rgb([v, v, v]));
+        }
+    }
+    canvas
+}
