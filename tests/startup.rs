@@ -242,3 +242,35 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
     );
     assert!(!all_logs.contains("JFIF"), "no image bytes in logs");
 }
+
+#[tokio::test]
+async fn dicom_patient_attributes_never_reach_the_logs_even_at_trace_level() {
+    let mut server = Running::start(&["--log", "trace,ort=warn,h2=warn,hyper=warn"]);
+    let listening = server.wait_for("listening");
+    let addr = listening["fields"]["address"].as_str().unwrap().to_string();
+    server.wait_for("ready");
+    let client = reqwest::Client::new();
+    for name in ["mg_rle.dcm", "ct_not_mammography.dcm", "sr_no_pixel_data.dcm"] {
+        let response = client
+            .post(format!("http://{addr}/predict"))
+            .header("content-type", "application/dicom")
+            .body(fixture(&format!("dicom/{name}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().as_u16() < 500, "{name}");
+    }
+    server.wait_for("finished processing request");
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(line) = server.logs.try_recv() {
+        server.seen.push(line);
+    }
+    let all_logs: String = server.seen.iter().map(|l| l.to_string()).collect();
+    for phi in ["Fixture^Synthetic", "FIXTURE-0001", "19700101"] {
+        assert!(!all_logs.contains(phi), "{phi} logged");
+    }
+    assert!(
+        !all_logs.contains("1.2.826.0.1.3680043.8.498.1001"),
+        "no DICOM attribute is logged, not even the study UID"
+    );
+}

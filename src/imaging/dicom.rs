@@ -86,7 +86,10 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomImage, ImageEr
     let body = if bytes.starts_with(b"DICM") {
         bytes
     } else {
-        &bytes[128..]
+        bytes
+            .get(128..)
+            .filter(|b| b.starts_with(b"DICM"))
+            .ok_or(ImageError::UnknownFormat)?
     };
     check_transfer_syntax(body)?;
     let object = OpenFileOptions::new()
