@@ -257,3 +257,35 @@ fn missing_folders_and_unknown_labels_fail_clearly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn dicom_files_are_evaluated_through_the_same_imaging_path() {
+    let dir = temp_dir("dicom");
+    std::fs::write(dir.join("D3B_mg_rle.dcm"), fixture("dicom/mg_rle.dcm")).unwrap();
+    std::fs::write(dir.join("D3B_jpeg.jpg"), fixture("d3b_Image_1.jpg")).unwrap();
+    assert_eq!(
+        pairs(&dir),
+        [
+            ("D3B_jpeg.jpg".to_string(), "D3B".to_string()),
+            ("D3B_mg_rle.dcm".to_string(), "D3B".to_string())
+        ]
+    );
+    let out = temp_dir("dicom-out");
+    let output = eval_command()
+        .args(["evaluate", "--data"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(test_model())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["images_evaluated"], 2);
+}

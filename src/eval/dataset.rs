@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// File endings read as images.
-const IMAGE_ENDINGS: [&str; 3] = ["jpg", "jpeg", "png"];
+const IMAGE_ENDINGS: [&str; 4] = ["jpg", "jpeg", "png", "dcm"];
 
 /// One image, with its class when the set is labelled.
 #[derive(Debug, Clone, PartialEq)]
