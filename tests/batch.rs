@@ -28,18 +28,14 @@ async fn multipart_batch_keeps_order_and_isolates_a_corrupt_item() {
         "broken.jpg",
         "d2m_Image_9.jpg",
     ];
-    let mut form = reqwest::multipart::Form::new();
-    for name in names {
+    let form = files_form(names.map(|name| {
         let bytes = if name == "broken.jpg" {
             corrupt_jpeg()
         } else {
             fixture(name)
         };
-        form = form.part(
-            "files",
-            reqwest::multipart::Part::bytes(bytes).file_name(name),
-        );
-    }
+        (name, bytes)
+    }));
     let response = server.post_multipart("/batch", form).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();

@@ -269,13 +269,7 @@ async fn batch_of_dicom_views_returns_the_exam_by_breast() {
         "mg_left_mlo.dcm",
         "ct_not_mammography.dcm",
     ];
-    let mut form = reqwest::multipart::Form::new();
-    for name in names {
-        form = form.part(
-            "files",
-            reqwest::multipart::Part::bytes(dicom(name)).file_name(name),
-        );
-    }
+    let form = files_form(names.map(|name| (name, dicom(name))));
     let response = server.post_multipart("/batch", form).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -332,10 +326,7 @@ async fn batch_of_dicom_views_returns_the_exam_by_breast() {
     assert_eq!(exam["density"]["label"], denser.as_str());
 
     // JPEG-only batches have no exam summary.
-    let form = reqwest::multipart::Form::new().part(
-        "files",
-        reqwest::multipart::Part::bytes(fixture("d1b_Image_2.jpg")).file_name("a.jpg"),
-    );
+    let form = files_form([("a.jpg", fixture("d1b_Image_2.jpg"))]);
     let body: Value = server
         .post_multipart("/batch", form)
         .await

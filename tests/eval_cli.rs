@@ -50,6 +50,19 @@ fn eval_command() -> Command {
     command
 }
 
+/// `mammo-eval evaluate` of the set at `data` with the test model, writing into `out`.
+fn evaluate(data: &Path, out: &Path) -> std::process::Output {
+    eval_command()
+        .args(["evaluate", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .arg("--model")
+        .arg(test_model())
+        .output()
+        .unwrap()
+}
+
 fn pairs(path: &Path) -> Vec<(String, String)> {
     let (items, _) = read_labelled(path).unwrap();
     let mut pairs: Vec<(String, String)> = items
@@ -140,15 +153,7 @@ fn audit_finds_planted_duplicates_within_and_across_sets() {
 fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
     let set = csv_set("evaluate", &[("broken.jpg", &corrupt_jpeg(), "D1M")]);
     let out = temp_dir("evaluate-out");
-    let output = eval_command()
-        .args(["evaluate", "--data"])
-        .arg(&set)
-        .arg("--out")
-        .arg(&out)
-        .arg("--model")
-        .arg(test_model())
-        .output()
-        .unwrap();
+    let output = evaluate(&set, &out);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),
@@ -271,15 +276,7 @@ fn dicom_files_are_evaluated_through_the_same_imaging_path() {
         ]
     );
     let out = temp_dir("dicom-out");
-    let output = eval_command()
-        .args(["evaluate", "--data"])
-        .arg(&dir)
-        .arg("--out")
-        .arg(&out)
-        .arg("--model")
-        .arg(test_model())
-        .output()
-        .unwrap();
+    let output = evaluate(&dir, &out);
     assert!(
         output.status.success(),
         "{}",

@@ -57,14 +57,6 @@ fn python_tensor(image: &Path, steps: &str) -> Vec<f32> {
         .collect()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[tokio::test]
 async fn python_and_rust_preprocess_alike() {
     let prep = Preprocessing {

@@ -250,7 +250,11 @@ async fn dicom_patient_attributes_never_reach_the_logs_even_at_trace_level() {
     let addr = listening["fields"]["address"].as_str().unwrap().to_string();
     server.wait_for("ready");
     let client = reqwest::Client::new();
-    for name in ["mg_rle.dcm", "ct_not_mammography.dcm", "sr_no_pixel_data.dcm"] {
+    for name in [
+        "mg_rle.dcm",
+        "ct_not_mammography.dcm",
+        "sr_no_pixel_data.dcm",
+    ] {
         let response = client
             .post(format!("http://{addr}/predict"))
             .header("content-type", "application/dicom")

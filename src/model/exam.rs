@@ -110,20 +110,21 @@ fn exam(uid: &str, views: &[&View]) -> ExamSummary {
         .iter()
         .max_by_key(|b| b.density.label.clone())
         .expect("a study has at least one view");
-    let highest = breasts
-        .iter()
-        .max_by(|a, b| {
-            a.malignancy
-                .probability
-                .total_cmp(&b.malignancy.probability)
-        })
-        .expect("a study has at least one view");
+    let highest = highest(&breasts, |b| b.malignancy.probability);
     ExamSummary {
         study_instance_uid: uid.to_string(),
         density: denser.density.clone(),
         malignancy: highest.malignancy.clone(),
         breasts,
     }
+}
+
+/// The item with the highest `probability` (the last of equals); `items` is never empty.
+fn highest<T>(items: &[T], probability: impl Fn(&T) -> f32) -> &T {
+    items
+        .iter()
+        .max_by(|a, b| probability(a).total_cmp(&probability(b)))
+        .expect("a study or breast has at least one view")
 }
 
 fn breast(views: &[&View]) -> BreastSummary {
@@ -143,14 +144,7 @@ fn breast(views: &[&View]) -> BreastSummary {
         probabilities.d4,
     ];
     let best = (0..4).fold(0, |b, i| if values[i] > values[b] { i } else { b });
-    let top = views
-        .iter()
-        .max_by(|a, b| {
-            a.malignancy
-                .probability
-                .total_cmp(&b.malignancy.probability)
-        })
-        .expect("a breast has at least one view");
+    let top = highest(views, |v| v.malignancy.probability);
     let (threshold, probability) = (top.malignancy.threshold, top.malignancy.probability);
     BreastSummary {
         laterality: views[0].dicom.laterality,

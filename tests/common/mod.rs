@@ -235,6 +235,29 @@ pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     (status, body)
 }
 
+/// Largest element-wise |a - b| of two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A `/batch` multipart body: one `files` part per (file name, bytes).
+pub fn files_form<'a>(
+    parts: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+) -> reqwest::multipart::Form {
+    parts
+        .into_iter()
+        .fold(reqwest::multipart::Form::new(), |form, (name, bytes)| {
+            form.part(
+                "files",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+            )
+        })
+}
+
 /// Reads a probability map into (key, value) pairs.
 pub fn probabilities(value: &Value) -> Vec<(String, f64)> {
     value
