@@ -11,12 +11,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 async fn single(server: &TestServer, name: &str) -> Value {
-    server
-        .post_image(fixture(name), "image/jpeg")
-        .await
-        .json()
-        .await
-        .unwrap()
+    server.predict_json(fixture(name), "image/jpeg").await
 }
 
 #[tokio::test]
@@ -154,11 +149,5 @@ async fn multipart_parts_without_file_names_get_positional_ids() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["files[0]", "files[1]"]);
+    assert_eq!(ids(&body["results"]), ["files[0]", "files[1]"]);
 }

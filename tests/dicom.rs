@@ -204,12 +204,7 @@ async fn predict_reads_dicom_and_answers_with_identifiers_but_no_patient_data() 
 
     // MONOCHROME1 of the same image and the mirrored right breast give the same prediction.
     for other in ["mg_mono1.dcm", "mg_right_cc.dcm"] {
-        let alt: Value = server
-            .post_image(dicom(other), "application/dicom")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let alt = server.predict_json(dicom(other), "application/dicom").await;
         for ((k, a), (_, b)) in probabilities(&body["class"]["probabilities"])
             .into_iter()
             .zip(probabilities(&alt["class"]["probabilities"]))
@@ -218,12 +213,9 @@ async fn predict_reads_dicom_and_answers_with_identifiers_but_no_patient_data() 
         }
     }
     // JPEG/PNG answers carry no dicom object.
-    let jpeg: Value = server
-        .post_image(fixture("d3b_Image_1.jpg"), "image/jpeg")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jpeg = server
+        .predict_json(fixture("d3b_Image_1.jpg"), "image/jpeg")
+        .await;
     assert!(jpeg.get("dicom").is_none());
 }
 
@@ -284,13 +276,10 @@ async fn batch_of_dicom_views_returns_the_exam_by_breast() {
     let breasts = exam["breasts"].as_array().unwrap();
     assert_eq!(breasts.len(), 2);
     assert_eq!(breasts[0]["laterality"], "L");
-    let left_ids: Vec<&str> = breasts[0]["views"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(left_ids, ["mg_explicit_le.dcm", "mg_left_mlo.dcm"]);
+    assert_eq!(
+        ids(&breasts[0]["views"]),
+        ["mg_explicit_le.dcm", "mg_left_mlo.dcm"]
+    );
     assert_eq!(breasts[1]["laterality"], "R");
 
     // The left breast's malignancy is its higher view; the exam's is its higher breast.

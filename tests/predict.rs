@@ -143,12 +143,9 @@ async fn every_common_pixel_format_reads_as_the_same_grey_image() {
         }
     }
     // The same pixels as JPEG and as PNG agree closely (JPEG decoders differ by a grey level at most).
-    let jpeg: Value = server
-        .post_image(fixture("d3b_Image_1.jpg"), "image/jpeg")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jpeg = server
+        .predict_json(fixture("d3b_Image_1.jpg"), "image/jpeg")
+        .await;
     let jpeg = check_prediction(&jpeg);
     for ((k, a), (_, b)) in reference.iter().zip(&jpeg) {
         assert!((a - b).abs() < 0.02, "JPEG vs PNG {k}: {a} vs {b}");

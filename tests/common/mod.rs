@@ -122,6 +122,13 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `/predict` of `bytes`, expecting 200; the JSON answer.
+    pub async fn predict_json(&self, bytes: Vec<u8>, content_type: &str) -> Value {
+        let response = self.post_image(bytes, content_type).await;
+        assert_eq!(response.status(), 200, "/predict as {content_type}");
+        response.json().await.unwrap()
+    }
+
     pub async fn post_image(&self, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
         self.client
             .post(self.url("/predict"))
@@ -256,6 +263,16 @@ pub fn files_form<'a>(
                 reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
             )
         })
+}
+
+/// The `id` field of every element of a JSON array.
+pub fn ids(items: &Value) -> Vec<String> {
+    items
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v["id"].as_str().expect("an id").to_string())
+        .collect()
 }
 
 /// Reads a probability map into (key, value) pairs.
