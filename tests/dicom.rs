@@ -38,9 +38,9 @@ fn ramp(i: usize) -> f64 {
 
 #[test]
 fn every_transfer_syntax_decodes_to_the_same_pixels() {
-    let (reference, info) = grey("mg_explicit_le.dcm");
+    let (reference, original) = grey("mg_explicit_le.dcm");
     assert_eq!((reference.width, reference.height), (256, 320));
-    assert_eq!(info.transfer_syntax, "1.2.840.10008.1.2.1");
+    assert_eq!(original.transfer_syntax, "1.2.840.10008.1.2.1");
     for (name, syntax) in [
         ("mg_implicit_le.dcm", "1.2.840.10008.1.2"),
         ("mg_deflated.dcm", "1.2.840.10008.1.2.1.99"),
@@ -50,6 +50,7 @@ fn every_transfer_syntax_decodes_to_the_same_pixels() {
     ] {
         let (decoded, info) = grey(name);
         assert_eq!(info.transfer_syntax, syntax, "{name}");
+        assert_eq!(info.sop_instance_uid, original.sop_instance_uid, "{name}");
         assert_eq!(
             max_abs_diff(&decoded.pixels, &reference.pixels),
             0.0,
@@ -150,6 +151,7 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
     assert!(refused("ct_not_mammography.dcm").contains("Modality is \"CT\""));
     assert!(refused("sr_no_pixel_data.dcm").contains("no pixel data"));
     assert!(refused("mg_two_frames.dcm").contains("2 frames"));
+    assert!(refused("mg_for_processing.dcm").contains("FOR PRESENTATION"));
     let any = DecodeLimits {
         any_modality: true,
         ..limits

@@ -102,6 +102,12 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomImage, ImageEr
     Ok(DicomImage { grey, info })
 }
 
+/// Digital Mammography and Digital X-Ray "For Processing" SOP Class UIDs.
+const FOR_PROCESSING: [&str; 2] = [
+    "1.2.840.10008.5.1.4.1.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.1.1.1",
+];
+
 /// Transfer syntaxes this build decodes, for error messages.
 const SUPPORTED: &str = "implicit or explicit VR little endian, deflated, RLE lossless, JPEG \
      baseline, JPEG lossless and JPEG 2000";
@@ -156,6 +162,14 @@ fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<()
              other modalities only when started with --allow-any-modality",
             modality
         )));
+    }
+    let intent = text(object, tags::PRESENTATION_INTENT_TYPE).unwrap_or_default();
+    if FOR_PROCESSING.contains(&sop_class) || intent == "FOR PROCESSING" {
+        return Err(unusable(
+            "the DICOM object is a FOR PROCESSING mammogram (raw detector data); the model reads \
+             FOR PRESENTATION images, as a radiologist sees them: send that object instead"
+                .into(),
+        ));
     }
     let frames = int(object, tags::NUMBER_OF_FRAMES).unwrap_or(1);
     if frames > 1 {
