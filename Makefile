@@ -50,3 +50,4 @@ openapi:
 ## Rebuild tests/fixtures from ../shared/data (needs the shared data set).
 fixtures: setup
 	$(VENV)/bin/python tests/fixtures/make_fixtures.py
+	$(VENV)/bin/python tests/fixtures/make_dicom_fixtures.py
