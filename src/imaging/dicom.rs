@@ -77,10 +77,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn unusable(reason: String) -> ImageError {
-    ImageError::Unusable(reason)
-}
-
 /// Parses, checks and decodes one single-frame greyscale DICOM image.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomImage, ImageError> {
     let body = if bytes.starts_with(b"DICM") {
@@ -151,13 +147,13 @@ fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<()
         .flatten()
         .is_none()
     {
-        return Err(unusable(format!(
+        return Err(ImageError::Unusable(format!(
             "the DICOM object has no pixel data (SOP Class UID {sop_class}): it is not an image"
         )));
     }
     let modality = text(object, tags::MODALITY).unwrap_or_default();
     if modality != "MG" && !limits.any_modality {
-        return Err(unusable(format!(
+        return Err(ImageError::Unusable(format!(
             "the DICOM object's Modality is {:?}, not MG (mammography); the server accepts \
              other modalities only when started with --allow-any-modality",
             modality
@@ -165,7 +161,7 @@ fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<()
     }
     let intent = text(object, tags::PRESENTATION_INTENT_TYPE).unwrap_or_default();
     if FOR_PROCESSING.contains(&sop_class) || intent == "FOR PROCESSING" {
-        return Err(unusable(
+        return Err(ImageError::Unusable(
             "the DICOM object is a FOR PROCESSING mammogram (raw detector data); the model reads \
              FOR PRESENTATION images, as a radiologist sees them: send that object instead"
                 .into(),
@@ -173,7 +169,7 @@ fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<()
     }
     let frames = int(object, tags::NUMBER_OF_FRAMES).unwrap_or(1);
     if frames > 1 {
-        return Err(unusable(format!(
+        return Err(ImageError::Unusable(format!(
             "the DICOM object holds {frames} frames; send one view per object \
              (multi-frame objects such as tomosynthesis are not supported)"
         )));
@@ -181,14 +177,14 @@ fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<()
     let samples = int(object, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let photometric = text(object, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     if samples != 1 || !matches!(photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
-        return Err(unusable(format!(
+        return Err(ImageError::Unusable(format!(
             "the DICOM image is {photometric:?} with {samples} samples per pixel; a mammogram \
              is MONOCHROME1 or MONOCHROME2 with 1"
         )));
     }
     let bits = int(object, tags::BITS_ALLOCATED).unwrap_or(0);
     if !matches!(bits, 8 | 16) {
-        return Err(unusable(format!(
+        return Err(ImageError::Unusable(format!(
             "the DICOM image has {bits} bits allocated per pixel; 8 or 16 are supported"
         )));
     }
@@ -197,7 +193,7 @@ fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<()
     super::decode::check_dimensions(cols as u32, rows as u32, limits)?;
     let needed = (rows * cols) as u64 * (bits as u64 / 8 + 4);
     if needed > limits.max_alloc {
-        return Err(unusable(format!(
+        return Err(ImageError::Unusable(format!(
             "the DICOM image ({cols}×{rows} px) needs more memory to decode than the {} MiB \
              limit allows",
             limits.max_alloc >> 20
@@ -243,7 +239,7 @@ impl GreyMap {
         let bits_stored = int(object, tags::BITS_STORED).unwrap_or(bits_allocated as i64) as u32;
         let high_bit = int(object, tags::HIGH_BIT).unwrap_or(bits_stored as i64 - 1) as u32;
         if bits_stored == 0 || bits_stored > bits_allocated || high_bit + 1 < bits_stored {
-            return Err(unusable(format!(
+            return Err(ImageError::Unusable(format!(
                 "inconsistent pixel layout: Bits Allocated {bits_allocated}, Bits Stored \
                  {bits_stored}, High Bit {high_bit}"
             )));
