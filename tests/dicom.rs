@@ -92,9 +92,16 @@ fn a_voi_lut_table_wins_and_without_any_voi_the_stored_range_is_used() {
         let want = (65535.0 * (ramp(i) / 4095.0).sqrt()).floor() / 65535.0;
         assert!((v as f64 - want).abs() < 1e-6, "pixel {i}");
     }
-    let (plain, _) = grey("voi_stored_range.dcm");
-    for (i, &v) in plain.pixels.iter().enumerate() {
-        assert!((v as f64 - ramp(i) / 4095.0).abs() < 1e-6, "pixel {i}");
+    // 12, 14 and 16 bits stored (the ramp × 1, × 4, × 16): the image's own range.
+    for name in [
+        "voi_stored_range.dcm",
+        "voi_stored_range_14bit.dcm",
+        "voi_stored_range_16bit.dcm",
+    ] {
+        let (plain, _) = grey(name);
+        for (i, &v) in plain.pixels.iter().enumerate() {
+            assert!((v as f64 - ramp(i) / 4095.0).abs() < 1e-6, "{name} pixel {i}");
+        }
     }
 }
 

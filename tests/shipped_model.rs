@@ -24,7 +24,11 @@ async fn the_default_model_is_the_shipped_trained_model() {
     let server = start(config(&["--model", &shipped.display().to_string()])).await;
     let model: Value = server.get("/v1/model").await.json().await.unwrap();
     assert_eq!(model["arch"], "efficientnet_lite0");
-    assert_eq!(model["version"], "2.0.0");
+    assert_eq!(model["version"], "2.1.0");
+    assert_eq!(
+        model["input"]["steps"],
+        serde_json::json!(["crop_breast", "orient_left", "pad_square"])
+    );
     assert!(model["trained_on"].as_str().unwrap().contains("DPhi"));
     let threshold = model["malignancy_threshold"].as_f64().unwrap();
     assert!(threshold > 0.0 && threshold < 1.0);
@@ -47,5 +51,17 @@ async fn the_default_model_is_the_shipped_trained_model() {
             if malignant { "malignant" } else { "benign" },
             "{name}"
         );
+    }
+    // The same through DICOM: full-field-style objects made from two of those images, as a
+    // left CC, the mirrored right CC, MONOCHROME1 and a left MLO.
+    for (name, class) in [
+        ("mg_rle.dcm", "D3B"),
+        ("mg_right_cc.dcm", "D3B"),
+        ("mg_mono1.dcm", "D3B"),
+        ("mg_left_mlo.dcm", "D3M"),
+    ] {
+        let bytes = fixture(&format!("dicom/{name}"));
+        let body = server.predict_json(bytes, "application/dicom").await;
+        assert_eq!(body["class"]["label"], class, "{name}");
     }
 }
