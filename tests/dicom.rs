@@ -100,7 +100,10 @@ fn a_voi_lut_table_wins_and_without_any_voi_the_stored_range_is_used() {
     ] {
         let (plain, _) = grey(name);
         for (i, &v) in plain.pixels.iter().enumerate() {
-            assert!((v as f64 - ramp(i) / 4095.0).abs() < 1e-6, "{name} pixel {i}");
+            assert!(
+                (v as f64 - ramp(i) / 4095.0).abs() < 1e-6,
+                "{name} pixel {i}"
+            );
         }
     }
 }
