@@ -1,10 +1,10 @@
 //! DICOM RLE Lossless (PS3.5 Annex G), single frame, one sample per pixel: the frame's
 //! PackBits segments decoded straight into byte planes (most significant byte first).
 //!
-//! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers and three copies (about
-//! 80 ms for a 2600×4700 16-bit mammogram here); this decoder writes each run once (~10 ms),
-//! and the grey mapping reads the planes directly. The fixtures hold both paths to the same
-//! pixels.
+//! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers and three copies (68 ms
+//! p50 to parse and decode a 2600×4700 16-bit mammogram here); this decoder writes each run once
+//! and the grey mapping reads the planes directly (45 ms p50 for parse, decode and mapping:
+//! docs/benchmarks.md). The RLE fixture decodes to exactly the uncompressed fixture's pixels.
 
 /// The byte planes of one frame, most significant first; each `rows × columns` long.
 pub type Planes = Vec<Vec<u8>>;
