@@ -143,11 +143,6 @@ async fn multipart_parts_without_file_names_get_positional_ids() {
         ("files", fixture("d2b_Image_60.jpg")),
         ("files", fixture("d4b_Image_8.jpg")),
     ]);
-    let body: Value = server
-        .post_multipart("/batch", form)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = server.batch_json(form).await;
     assert_eq!(ids(&body["results"]), ["files[0]", "files[1]"]);
 }

@@ -328,11 +328,6 @@ async fn batch_of_dicom_views_returns_the_exam_by_breast() {
 
     // JPEG-only batches have no exam summary.
     let form = files_form([("a.jpg", fixture("d1b_Image_2.jpg"))]);
-    let body: Value = server
-        .post_multipart("/batch", form)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = server.batch_json(form).await;
     assert!(body.get("exams").is_none());
 }

@@ -94,7 +94,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomImage, ImageEr
         .map_err(corrupt)?;
     check_object(&object, limits)?;
     let info = identify(&object);
-    let grey = pixels(&object, limits)?;
+    let grey = pixels(&object)?;
     Ok(DicomImage { grey, info })
 }
 
@@ -360,7 +360,7 @@ impl Voi {
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// Decodes the pixel data and maps every sample through the grey lookup table.
-fn pixels(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<Grey, ImageError> {
+fn pixels(object: &DefaultDicomObject) -> Result<Grey, ImageError> {
     let map = GreyMap::read(object)?;
     let voi = Voi::read(object);
     if object.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
@@ -391,7 +391,6 @@ fn pixels(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<Grey, Im
         ))
     })?;
     let (width, height) = (decoded.columns(), decoded.rows());
-    super::decode::check_dimensions(width, height, limits)?;
     let n = width as usize * height as usize;
     let data = decoded.data();
     let grey = if decoded.bits_allocated() == 8 {

@@ -211,19 +211,12 @@ pub fn chest_wall_on_right(grey: &Grey, region: Region, laterality: Option<Later
         None => {
             let half = (region.width / 2) as usize;
             let (left, right) = (region.left as usize, (region.left + region.width) as usize);
-            let (mut on_left, mut on_right) = (0usize, 0usize);
-            for y in region.top..region.top + region.height {
-                let row = grey.row(y);
-                on_left += row[left..left + half]
-                    .iter()
-                    .filter(|&&v| v > TISSUE)
-                    .count();
-                on_right += row[right - half..right]
-                    .iter()
-                    .filter(|&&v| v > TISSUE)
-                    .count();
-            }
-            on_right > on_left
+            let tissue = |x0: usize, x1: usize| -> usize {
+                (region.top..region.top + region.height)
+                    .map(|y| grey.row(y)[x0..x1].iter().filter(|&&v| v > TISSUE).count())
+                    .sum()
+            };
+            tissue(right - half, right) > tissue(left, left + half)
         }
     }
 }
@@ -270,7 +263,8 @@ pub fn model_plane(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessin
         Region::all(grey)
     };
     let flip = p.steps.orient_left && chest_wall_on_right(grey, region, laterality);
-    let (h, w) = if p.steps.pad_square && p.width == p.height {
+    // Metadata refuses pad_square for a non-square input, so p.width == p.height here.
+    let (h, w) = if p.steps.pad_square {
         fit_size(region.height, region.width, p.width)
     } else {
         (p.height, p.width)

@@ -11,7 +11,7 @@
 
 use crate::imaging::{DicomInfo, Laterality};
 use crate::model::labels::birads_letter;
-use crate::model::postprocess::{DensityProbabilities, MalignancyCall};
+use crate::model::postprocess::{argmax, DensityProbabilities, MalignancyCall};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -143,7 +143,7 @@ fn breast(views: &[&View]) -> BreastSummary {
         probabilities.d3,
         probabilities.d4,
     ];
-    let best = (0..4).fold(0, |b, i| if values[i] > values[b] { i } else { b });
+    let best = argmax(&values.map(f64::from));
     let top = highest(views, |v| v.malignancy.probability);
     let (threshold, probability) = (top.malignancy.threshold, top.malignancy.probability);
     BreastSummary {

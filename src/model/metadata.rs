@@ -75,6 +75,13 @@ impl ModelMetadata {
         let steps: FullField = steps_text
             .parse()
             .map_err(|why: String| invalid("mammo.preprocess", &steps_text, &why))?;
+        if steps.pad_square && height != width {
+            return Err(invalid(
+                "mammo.preprocess",
+                &steps_text,
+                "pad_square needs a square mammo.input_size",
+            ));
+        }
         let malignancy_threshold: f32 = threshold_text
             .trim()
             .parse()
@@ -258,6 +265,12 @@ mod tests {
         }
         let mut p = complete();
         p.insert("mammo.input_size".into(), "256,192".into());
+        let err = ModelMetadata::from_props(&p).unwrap_err();
+        assert!(
+            err.to_string().contains("pad_square needs a square"),
+            "{err}"
+        );
+        p.insert("mammo.preprocess".into(), "crop_breast".into());
         let (m, _) = ModelMetadata::from_props(&p).unwrap();
         assert_eq!((m.preprocessing.height, m.preprocessing.width), (256, 192));
     }

@@ -88,7 +88,7 @@ pub fn softmax(logits: &[f32]) -> Vec<f64> {
 }
 
 /// Index of the largest value (the first one on ties).
-fn argmax(values: &[f64]) -> usize {
+pub(crate) fn argmax(values: &[f64]) -> usize {
     values
         .iter()
         .enumerate()

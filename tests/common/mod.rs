@@ -113,6 +113,13 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `/batch` of a multipart form, expecting 200; the JSON answer.
+    pub async fn batch_json(&self, form: reqwest::multipart::Form) -> Value {
+        let response = self.post_multipart("/batch", form).await;
+        assert_eq!(response.status(), 200, "/batch");
+        response.json().await.unwrap()
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
