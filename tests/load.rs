@@ -77,9 +77,12 @@ async fn concurrent_requests_are_batched_and_each_answer_is_for_its_own_image() 
 
 #[tokio::test]
 async fn a_full_queue_answers_429_keeps_health_live_and_recovers() {
-    // The shipped model is slow enough on a CPU (milliseconds an image) for a queue of two
-    // images to overflow when 48 requests arrive together.
+    // One single-threaded engine worker on the shipped model (~10 ms an image) drains the queue
+    // far slower than two decode slots fill it (a 224-px JPEG, even in a debug build), so a
+    // queue of two images overflows when 48 requests arrive together.
     let server = start_shipped(&[
+        "--engine-workers",
+        "1",
         "--max-queue-size",
         "2",
         "--max-batch-items",
