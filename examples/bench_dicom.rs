@@ -1,6 +1,8 @@
 //! Decode + preprocess time of one (full-field) DICOM mammogram on one thread, as the server
-//! spends it per image: parse and pixel decompression (dicom-rs), the grey mapping (rescale,
-//! VOI, MONOCHROME1), then the full-field steps and the resize to 224×224.
+//! spends it per image (`imaging::prepare`), and its stages: the header parse and grey table,
+//! the breast box found on the stored values (RLE decoded row by row), the box mapped to grey,
+//! then orientation, resize to 224×224 and padding. dicom-rs's own parse + decompress is timed
+//! beside it for comparison.
 //!
 //! `cargo run --release --example bench_dicom -- FILE.dcm [RUNS] [PICTURE.png]`
 //! (scripts/bench_dicom.sh makes a 2600×4700 16-bit RLE image and runs this.) With PICTURE,
@@ -10,7 +12,7 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::OpenFileOptions;
 use dicom_pixeldata::PixelDecoder;
 use image::{Rgb, RgbImage};
-use mammo_serve::imaging::{self, DecodeLimits, Grey, Preprocessing, Region, ResizeFilter};
+use mammo_serve::imaging::{self, dicom, DecodeLimits, Grey, Preprocessing, Region, ResizeFilter};
 use std::time::{Duration, Instant};
 
 fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
@@ -61,36 +63,61 @@ fn main() -> anyhow::Result<()> {
         info.laterality,
     );
 
-    let parse_and_decompress = time(runs, || {
+    let dicom_rs = time(runs, || {
         let object = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
             .from_reader(&bytes[128..])
             .expect("parses");
         object.decode_pixel_data().expect("decodes").rows()
     });
-    let decode = time(runs, || {
-        imaging::decode_grey(&bytes, &limits).expect("decodes")
-    });
-    let preprocess = time(runs, || {
-        imaging::preprocess(&decoded.grey, info.laterality, &prep)
-    });
-    let total = time(runs, || {
-        imaging::prepare(&bytes, &limits, &prep).expect("prepares")
-    });
+    let image = dicom::decode(&bytes, &limits)?;
+    let region = image.stored.breast_box()?.expect("a breast");
+    let crop = image.stored.grey(region)?;
+    let laterality = info.laterality;
+    let stages = [
+        ("dicom-rs alone: parse + decompress", dicom_rs),
+        (
+            "parse the header, find the pixel data",
+            time(runs, || {
+                dicom::decode(&bytes, &limits).expect("parses").info
+            }),
+        ),
+        (
+            "breast box on the stored values",
+            time(runs, || image.stored.breast_box().expect("decodes")),
+        ),
+        (
+            "the box mapped to grey",
+            time(runs, || image.stored.grey(region).expect("decodes")),
+        ),
+        (
+            "orient, resize, pad the box",
+            time(runs, || {
+                imaging::plane_of(
+                    &crop,
+                    Region::all(crop.width, crop.height),
+                    laterality,
+                    &prep,
+                )
+            }),
+        ),
+        (
+            "prepare (all of it)",
+            time(runs, || {
+                imaging::prepare(&bytes, &limits, &prep).expect("prepares")
+            }),
+        ),
+    ];
     println!("{runs} runs, one thread, p50 / p90 ms:");
-    for (stage, (p50, p90)) in [
-        ("parse + decompress (dicom-rs)", parse_and_decompress),
-        ("decode_grey (+ grey mapping)", decode),
-        ("preprocess (crop, orient, resize, pad)", preprocess),
-        ("prepare (all of it)", total),
-    ] {
+    for (stage, (p50, p90)) in stages {
         println!("  {stage:<40} {p50:8.1} {p90:8.1}");
     }
+    let total = stages[stages.len() - 1].1;
     println!("decode_preprocess_p50_ms={:.1}", total.0);
     if let Some(out) = args.get(3) {
         picture(
             &decoded.grey,
-            region,
+            Some(region),
             &imaging::model_plane(&decoded.grey, info.laterality, &prep),
         )
         .save(out)?;

@@ -152,6 +152,46 @@ fn the_crop_leaves_out_the_marker_and_the_right_breast_is_flipped_to_the_left() 
 }
 
 #[test]
+fn prepare_maps_only_the_breast_yet_gives_the_tensor_of_the_whole_grey_image() {
+    // imaging::prepare finds the breast box on the stored values and maps only that region to
+    // grey (RLE decoded row by row); the reference maps the whole image, then preprocesses.
+    let limits = DecodeLimits::default();
+    let mut no_steps = full_field();
+    no_steps.steps = Default::default();
+    let mut by_tissue = full_field();
+    by_tissue.steps.pad_square = false;
+    for name in [
+        "mg_explicit_le.dcm",
+        "mg_rle.dcm",
+        "mg_jpeg2000.dcm",
+        "mg_right_cc.dcm",
+        "mg_left_mlo.dcm",
+        "mg_mono1.dcm",
+        "voi_lut_table.dcm",
+        "voi_stored_range.dcm",
+        "voi_stored_range_14bit.dcm",
+        "voi_stored_range_16bit.dcm",
+        "voi_window_rescale.dcm",
+    ] {
+        let bytes = dicom(name);
+        let (whole, info) = grey(name);
+        for (steps, p) in [("all", full_field()), ("none", no_steps.clone())] {
+            let prepared = imaging::prepare(&bytes, &limits, &p).unwrap();
+            let reference = imaging::preprocess(&whole, info.laterality, &p);
+            assert_eq!(prepared.tensor, reference, "{name}, steps {steps}");
+        }
+        // Orientation from the tissue itself when the object names no laterality.
+        let mut image = imaging::dicom::decode(&bytes, &limits).unwrap();
+        image.info.laterality = None;
+        assert_eq!(
+            image.model_plane(&by_tissue).unwrap(),
+            model_plane(&whole, None, &by_tissue),
+            "{name} without laterality"
+        );
+    }
+}
+
+#[test]
 fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
     let limits = DecodeLimits::default();
     let refused = |name: &str| match decode_grey(&dicom(name), &limits) {

@@ -69,7 +69,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Image
         return Err(ImageError::Empty);
     }
     match sniff(bytes).ok_or(ImageError::UnknownFormat)? {
-        ImageFormat::Dicom => Ok(super::dicom::decode(bytes, limits)?.grey.to_image()),
+        ImageFormat::Dicom => Ok(super::dicom::decode(bytes, limits)?.grey()?.to_image()),
         raster => decode_raster(bytes, raster, limits),
     }
 }

@@ -14,6 +14,7 @@
 //! 3. MONOCHROME1 is inverted so that dense tissue is bright, as in training.
 
 use super::grey::{Grey, Laterality};
+use super::preprocess::{self, Preprocessing, Region, TissueCounts, TISSUE};
 use super::{DecodeLimits, ImageError, ImageFormat};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -46,11 +47,34 @@ pub struct DicomInfo {
     pub transfer_syntax: String,
 }
 
-/// A decoded DICOM mammogram.
-#[derive(Debug, Clone)]
-pub struct DicomImage {
-    pub grey: Grey,
+/// A parsed DICOM mammogram: its identifiers and its stored pixels with their grey mapping.
+pub struct DicomImage<'a> {
     pub info: DicomInfo,
+    pub stored: StoredImage<'a>,
+}
+
+impl DicomImage<'_> {
+    /// The whole image as grey.
+    pub fn grey(&self) -> Result<Grey, ImageError> {
+        self.stored
+            .grey(Region::all(self.stored.width, self.stored.height))
+    }
+
+    /// The plane the model sees: the breast box found on the stored values, then only that
+    /// region mapped to grey, oriented, resized and padded ([`preprocess::plane_of`]). The
+    /// same plane as [`preprocess::model_plane`] of [`Self::grey`], without mapping the
+    /// whole image.
+    pub fn model_plane(&self, p: &Preprocessing) -> Result<Vec<f32>, ImageError> {
+        let all = Region::all(self.stored.width, self.stored.height);
+        let region = if p.steps.crop_breast {
+            self.stored.breast_box()?.unwrap_or(all)
+        } else {
+            all
+        };
+        let crop = self.stored.grey(region)?;
+        let whole = Region::all(crop.width, crop.height);
+        Ok(preprocess::plane_of(&crop, whole, self.info.laterality, p))
+    }
 }
 
 /// Whether `bytes` look like DICOM Part 10: `DICM` after the 128-byte preamble, or at the start
@@ -77,8 +101,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Parses, checks and decodes one single-frame greyscale DICOM image.
-pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomImage, ImageError> {
+/// Parses and checks one single-frame greyscale DICOM image. RLE Lossless pixel data stays in
+/// `bytes` and is decoded as it is read; other transfer syntaxes are decoded by
+/// dicom-pixeldata here.
+pub fn decode<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<DicomImage<'a>, ImageError> {
     let body = if bytes.starts_with(b"DICM") {
         bytes
     } else {
@@ -87,15 +113,105 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomImage, ImageEr
             .filter(|b| b.starts_with(b"DICM"))
             .ok_or(ImageError::UnknownFormat)?
     };
-    check_transfer_syntax(body)?;
-    let object = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .from_reader(body)
-        .map_err(corrupt)?;
-    check_object(&object, limits)?;
-    let info = identify(&object);
-    let grey = pixels(&object)?;
-    Ok(DicomImage { grey, info })
+    let syntax = check_transfer_syntax(body)?;
+    if syntax == RLE_LOSSLESS {
+        let header = parse(body, Some(tags::PIXEL_DATA))?;
+        // A pixel data element inside the icon sequence could be taken for the image's own.
+        if header
+            .element_opt(tags::ICON_IMAGE_SEQUENCE)
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            if let Some(frame) = encapsulated_frame(body)? {
+                check_object(&header, true, limits)?;
+                let (width, height) = dimensions(&header);
+                let bytes = int(&header, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
+                let frame =
+                    super::rle::Frame::parse(frame, width as usize, bytes).map_err(corrupt)?;
+                return Ok(DicomImage {
+                    info: identify(&header),
+                    stored: StoredImage::new(width, height, Pixels::Rle(frame), &header)?,
+                });
+            }
+        }
+    }
+    let object = parse(body, None)?;
+    let has_pixels = object
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .is_some();
+    check_object(&object, has_pixels, limits)?;
+    Ok(DicomImage {
+        info: identify(&object),
+        stored: decode_pixels(&object)?,
+    })
+}
+
+/// The data set, up to (not including) `until` when given.
+fn parse(body: &[u8], until: Option<dicom_core::Tag>) -> Result<DefaultDicomObject, ImageError> {
+    let options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
+    match until {
+        Some(tag) => options.read_until(tag),
+        None => options,
+    }
+    .from_reader(body)
+    .map_err(corrupt)
+}
+
+/// (Columns, Rows).
+fn dimensions(object: &InMemDicomObject) -> (u32, u32) {
+    (
+        int(object, tags::COLUMNS).unwrap_or(0) as u32,
+        int(object, tags::ROWS).unwrap_or(0) as u32,
+    )
+}
+
+/// The image's encapsulated Pixel Data (7FE0,0010) as one frame, borrowed when it is one
+/// fragment: the first such element in `body` (its header, OB or OW of undefined length, then
+/// the Basic Offset Table item), read item by item to the sequence delimiter. `None` when the
+/// file has no encapsulated pixel data.
+fn encapsulated_frame(body: &[u8]) -> Result<Option<&[u8]>, ImageError> {
+    const ITEM: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+    const END: [u8; 4] = [0xFE, 0xFF, 0xDD, 0xE0];
+    let is_header = |w: &[u8]| {
+        w[..4] == [0xE0, 0x7F, 0x10, 0x00]
+            && matches!(&w[4..6], b"OB" | b"OW")
+            && w[6..12] == [0, 0, 0xFF, 0xFF, 0xFF, 0xFF]
+            && w[12..] == ITEM
+    };
+    let Some(start) = body.windows(16).position(is_header) else {
+        return Ok(None);
+    };
+    let mut rest = &body[start + 12..];
+    let mut items = Vec::new();
+    loop {
+        let header = rest
+            .get(..8)
+            .ok_or_else(|| corrupt("the encapsulated pixel data ends without its delimiter"))?;
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if header[..4] == END {
+            break;
+        }
+        if header[..4] != ITEM {
+            return Err(corrupt(
+                "the encapsulated pixel data holds something other than items",
+            ));
+        }
+        let item = rest
+            .get(8..8 + len)
+            .ok_or_else(|| corrupt("a pixel data fragment is cut short"))?;
+        items.push(item);
+        rest = &rest[8 + len..];
+    }
+    // The first item is the Basic Offset Table; the rest are the frame's fragments.
+    match items.get(1..) {
+        Some([one]) => Ok(Some(one)),
+        Some([]) | None => Err(corrupt("the encapsulated pixel data holds no fragment")),
+        // PS3.5 A.4.2 puts an RLE frame in one fragment; dicom-pixeldata joins any others.
+        Some(_) => Ok(None),
+    }
 }
 
 /// Digital Mammography and Digital X-Ray "For Processing" SOP Class UIDs.
@@ -108,12 +224,13 @@ const FOR_PROCESSING: [&str; 2] = [
 const SUPPORTED: &str = "implicit or explicit VR little endian, deflated, RLE lossless, JPEG \
      baseline, JPEG lossless and JPEG 2000";
 
-/// Refuses (415) a transfer syntax the registry does not know or cannot decode pixels of.
-fn check_transfer_syntax(body: &[u8]) -> Result<(), ImageError> {
+/// The transfer syntax UID; refuses (415) one the registry does not know or cannot decode
+/// pixels of.
+fn check_transfer_syntax(body: &[u8]) -> Result<String, ImageError> {
     let meta = FileMetaTable::from_reader(body).map_err(corrupt)?;
     let uid = meta.transfer_syntax().trim_end_matches('\0');
     match TransferSyntaxRegistry.get(uid) {
-        Some(ts) if ts.can_decode_all() => Ok(()),
+        Some(ts) if ts.can_decode_all() => Ok(uid.to_string()),
         known => Err(ImageError::Unsupported(format!(
             "the DICOM transfer syntax {uid}{} is not supported; send {SUPPORTED}",
             known.map_or(String::new(), |ts| format!(" ({})", ts.name()))
@@ -137,16 +254,15 @@ fn floats(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> {
 }
 
 /// Refuses, before any pixel is decoded, what is not one greyscale mammogram of a usable size.
-fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<(), ImageError> {
+fn check_object(
+    object: &DefaultDicomObject,
+    has_pixels: bool,
+    limits: &DecodeLimits,
+) -> Result<(), ImageError> {
     let sop_class = text(object, tags::SOP_CLASS_UID)
         .unwrap_or_else(|| object.meta().media_storage_sop_class_uid().to_string());
     let sop_class = sop_class.trim_end_matches('\0');
-    if object
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    if !has_pixels {
         return Err(ImageError::Unusable(format!(
             "the DICOM object has no pixel data (SOP Class UID {sop_class}): it is not an image"
         )));
@@ -188,10 +304,9 @@ fn check_object(object: &DefaultDicomObject, limits: &DecodeLimits) -> Result<()
             "the DICOM image has {bits} bits allocated per pixel; 8 or 16 are supported"
         )));
     }
-    let rows = int(object, tags::ROWS).unwrap_or(0);
-    let cols = int(object, tags::COLUMNS).unwrap_or(0);
-    super::decode::check_dimensions(cols as u32, rows as u32, limits)?;
-    let needed = (rows * cols) as u64 * (bits as u64 / 8 + 4);
+    let (cols, rows) = dimensions(object);
+    super::decode::check_dimensions(cols, rows, limits)?;
+    let needed = (rows as u64 * cols as u64) * (bits as u64 / 8 + 4);
     if needed > limits.max_alloc {
         return Err(ImageError::Unusable(format!(
             "the DICOM image ({cols}×{rows} px) needs more memory to decode than the {} MiB \
@@ -258,8 +373,22 @@ impl GreyMap {
     }
 
     /// The lookup-table index of a raw sample.
-    fn index(&self, raw: u32) -> usize {
-        ((raw >> self.shift) & self.mask) as usize
+    fn index(&self, raw: u32) -> u16 {
+        ((raw >> self.shift) & self.mask) as u16
+    }
+
+    /// Grey in [0, 1] for every index, through `voi`, inverted for MONOCHROME1.
+    fn table(&self, voi: &Voi) -> Vec<f32> {
+        (0..=self.mask as usize)
+            .map(|i| {
+                let v = voi.apply(self.modality(i)) as f32;
+                if self.invert {
+                    1.0 - v
+                } else {
+                    v
+                }
+            })
+            .collect()
     }
 
     /// The stored value a table index stands for (sign-extended when signed).
@@ -356,33 +485,172 @@ impl Voi {
     }
 }
 
-/// RLE Lossless, which [`super::rle`] decodes faster than dicom-pixeldata.
+/// RLE Lossless, which [`super::rle`] decodes row by row from the request's bytes.
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
-/// Decodes the pixel data and maps every sample through the grey lookup table.
-fn pixels(object: &DefaultDicomObject) -> Result<Grey, ImageError> {
-    let map = GreyMap::read(object)?;
-    let voi = Voi::read(object);
-    if object.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
-        let (width, height) = (
-            int(object, tags::COLUMNS).unwrap_or(0) as u32,
-            int(object, tags::ROWS).unwrap_or(0) as u32,
-        );
-        let n = width as usize * height as usize;
-        let bytes = int(object, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
-        let grey = match rle_planes(object, n, bytes)?.as_slice() {
-            [low] => map_samples(low.iter().map(|&b| b as u32), n, &map, voi),
-            [high, low] => {
-                let samples = high
-                    .iter()
-                    .zip(low)
-                    .map(|(&h, &l)| (h as u32) << 8 | l as u32);
-                map_samples(samples, n, &map, voi)
-            }
-            _ => unreachable!("8 or 16 bits allocated, checked before"),
-        }?;
-        return Ok(Grey::new(width, height, grey).expect("width × height samples"));
+/// Stored samples, row by row.
+enum Pixels<'a> {
+    /// An RLE frame, decoded each time rows are read (raw samples).
+    Rle(super::rle::Frame<'a>),
+    /// Pixel data dicom-pixeldata decoded, already as grey-table indices.
+    Indices(Vec<u16>),
+}
+
+/// A DICOM image's stored values and the grey lookup table over every value they can take:
+/// what preprocessing needs without a float image of the whole detector.
+pub struct StoredImage<'a> {
+    pub width: u32,
+    pub height: u32,
+    pixels: Pixels<'a>,
+    map: GreyMap,
+    table: Vec<f32>,
+}
+
+impl<'a> StoredImage<'a> {
+    /// Reads the grey mapping from `object`; without a VOI, one pass finds the value range.
+    fn new(
+        width: u32,
+        height: u32,
+        pixels: Pixels<'a>,
+        object: &InMemDicomObject,
+    ) -> Result<Self, ImageError> {
+        let mut image = StoredImage {
+            width,
+            height,
+            pixels,
+            map: GreyMap::read(object)?,
+            table: Vec::new(),
+        };
+        let voi = match Voi::read(object) {
+            Some(voi) => voi,
+            None => image.value_range()?,
+        };
+        image.table = image.map.table(&voi);
+        Ok(image)
     }
+
+    /// Calls `f(y, indices)` for rows `start..end`, each value a grey-table index.
+    fn rows(
+        &self,
+        start: u32,
+        end: u32,
+        mut f: impl FnMut(usize, &[u16]),
+    ) -> Result<(), ImageError> {
+        let w = self.width as usize;
+        match &self.pixels {
+            Pixels::Rle(frame) => {
+                let (shift, mask) = (self.map.shift, self.map.mask as u16);
+                let mut row = vec![0u16; w];
+                frame
+                    .rows(start as usize, end as usize, |y, high, low| {
+                        match high {
+                            Some(high) => {
+                                for ((r, &h), &l) in row.iter_mut().zip(high).zip(low) {
+                                    *r = ((h as u16) << 8 | l as u16) >> shift & mask;
+                                }
+                            }
+                            None => {
+                                for (r, &l) in row.iter_mut().zip(low) {
+                                    *r = (l as u16) >> shift & mask;
+                                }
+                            }
+                        }
+                        f(y, &row)
+                    })
+                    .map_err(corrupt)
+            }
+            Pixels::Indices(indices) => {
+                for y in start as usize..end as usize {
+                    f(y, &indices[y * w..(y + 1) * w]);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The VOI of an image without one: its own range of modality values.
+    fn value_range(&self) -> Result<Voi, ImageError> {
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        self.rows(0, self.height, |_, row| {
+            for &i in row {
+                let v = self.map.stored(i as usize);
+                (lo, hi) = (lo.min(v), hi.max(v));
+            }
+        })?;
+        // The rescale is linear, so the stored extremes give the modality extremes.
+        let ends = [lo, hi].map(|v| self.map.rescale(v));
+        Ok(Voi::Range {
+            low: ends[0].min(ends[1]),
+            high: ends[0].max(ends[1]),
+        })
+    }
+
+    /// The breast box ([`TissueCounts::region`]), tissue tested on the stored values.
+    pub fn breast_box(&self) -> Result<Option<Region>, ImageError> {
+        let mut counts = TissueCounts::new(self.width, self.height);
+        match Tissue::of(&self.table) {
+            Tissue::Run { start, last, mask } => self.rows(0, self.height, |y, row| {
+                counts.add_row(y, row, |i| i.wrapping_sub(start) & mask <= last)
+            })?,
+            Tissue::Set(set) => self.rows(0, self.height, |y, row| {
+                counts.add_row(y, row, |i| set[i as usize])
+            })?,
+        }
+        Ok(counts.region())
+    }
+
+    /// `region` mapped to grey.
+    pub fn grey(&self, region: Region) -> Result<Grey, ImageError> {
+        let (left, width) = (region.left as usize, region.width as usize);
+        let mut pixels = Vec::with_capacity(width * region.height as usize);
+        self.rows(region.top, region.top + region.height, |_, row| {
+            pixels.extend(
+                row[left..left + width]
+                    .iter()
+                    .map(|&i| self.table[i as usize]),
+            )
+        })?;
+        Ok(Grey::new(region.width, region.height, pixels).expect("region-sized pixels"))
+    }
+}
+
+/// Which grey-table indices are tissue (grey > [`TISSUE`]).
+enum Tissue {
+    /// One run of indices, cyclic over the table (a monotonic mapping, signed values included):
+    /// `(index - start) mod table length ≤ last`.
+    Run { start: u16, last: u16, mask: u16 },
+    /// Any other set, index by index.
+    Set(Vec<bool>),
+}
+
+impl Tissue {
+    fn of(table: &[f32]) -> Self {
+        let set: Vec<bool> = table.iter().map(|&v| v > TISSUE).collect();
+        let n = set.len();
+        let count = set.iter().filter(|&&t| t).count();
+        let starts: Vec<usize> = (0..n)
+            .filter(|&i| set[i] && !set[(i + n - 1) % n])
+            .collect();
+        match (count, starts.as_slice()) {
+            (0, _) => Tissue::Set(set),
+            (c, _) if c == n => Tissue::Run {
+                start: 0,
+                last: (n - 1) as u16,
+                mask: (n - 1) as u16,
+            },
+            (c, &[start]) => Tissue::Run {
+                start: start as u16,
+                last: (c - 1) as u16,
+                mask: (n - 1) as u16,
+            },
+            _ => Tissue::Set(set),
+        }
+    }
+}
+
+/// Pixel data in any other transfer syntax, decoded by dicom-pixeldata into table indices.
+fn decode_pixels(object: &DefaultDicomObject) -> Result<StoredImage<'static>, ImageError> {
+    let map = GreyMap::read(object)?;
     let decoded = object.decode_pixel_data().map_err(|e| {
         corrupt(format!(
             "{} (transfer syntax {})",
@@ -393,74 +661,20 @@ fn pixels(object: &DefaultDicomObject) -> Result<Grey, ImageError> {
     let (width, height) = (decoded.columns(), decoded.rows());
     let n = width as usize * height as usize;
     let data = decoded.data();
-    let grey = if decoded.bits_allocated() == 8 {
-        map_samples(data.iter().map(|&b| b as u32), n, &map, voi)
+    let indices: Vec<u16> = if decoded.bits_allocated() == 8 {
+        data.iter().map(|&b| map.index(b as u32)).collect()
     } else {
-        let samples = data
-            .chunks_exact(2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as u32);
-        map_samples(samples, n, &map, voi)
-    }?;
-    Ok(Grey::new(width, height, grey).expect("width × height samples"))
-}
-
-/// The byte planes of the (single) RLE frame: its fragments joined, then decoded.
-fn rle_planes(
-    object: &DefaultDicomObject,
-    n: usize,
-    bytes: usize,
-) -> Result<super::rle::Planes, ImageError> {
-    let element = object.element(tags::PIXEL_DATA).map_err(corrupt)?;
-    let fragments = element
-        .value()
-        .fragments()
-        .ok_or_else(|| corrupt("RLE pixel data is not encapsulated"))?;
-    let frame: std::borrow::Cow<[u8]> = match fragments {
-        [one] => one.as_slice().into(),
-        many => many.concat().into(),
+        data.chunks_exact(2)
+            .map(|b| map.index(u16::from_ne_bytes([b[0], b[1]]) as u32))
+            .collect()
     };
-    super::rle::decode_frame(&frame, n, bytes).map_err(corrupt)
-}
-
-/// Maps the first `n` raw samples to grey; without a VOI the image's own range is used.
-fn map_samples(
-    samples: impl ExactSizeIterator<Item = u32> + Clone,
-    n: usize,
-    map: &GreyMap,
-    voi: Option<Voi>,
-) -> Result<Vec<f32>, ImageError> {
-    let available = samples.len();
-    if available < n {
+    if indices.len() < n {
         return Err(corrupt(format!(
-            "the pixel data holds {available} samples; the image needs {n}"
+            "the pixel data holds {} samples; the image needs {n}",
+            indices.len()
         )));
     }
-    let voi = voi.unwrap_or_else(|| {
-        // The rescale is linear, so the stored extremes give the modality extremes.
-        let (lo, hi) = samples
-            .clone()
-            .take(n)
-            .fold((i64::MAX, i64::MIN), |(lo, hi), r| {
-                let v = map.stored(map.index(r));
-                (lo.min(v), hi.max(v))
-            });
-        let ends = [lo, hi].map(|v| map.rescale(v));
-        Voi::Range {
-            low: ends[0].min(ends[1]),
-            high: ends[0].max(ends[1]),
-        }
-    });
-    let table: Vec<f32> = (0..=map.mask as usize)
-        .map(|i| {
-            let v = voi.apply(map.modality(i)) as f32;
-            if map.invert {
-                1.0 - v
-            } else {
-                v
-            }
-        })
-        .collect();
-    Ok(samples.take(n).map(|r| table[map.index(r)]).collect())
+    StoredImage::new(width, height, Pixels::Indices(indices), object)
 }
 
 #[cfg(test)]
@@ -493,6 +707,41 @@ mod tests {
             function: "SIGMOID".into(),
         };
         assert!((sigmoid.apply(100.0) - 0.5).abs() < 1e-12);
+    }
+
+    /// Whether `tissue` holds index `i`, as `StoredImage::breast_box` tests it.
+    fn holds(tissue: &Tissue, i: u16) -> bool {
+        match tissue {
+            Tissue::Run { start, last, mask } => i.wrapping_sub(*start) & mask <= *last,
+            Tissue::Set(set) => set[i as usize],
+        }
+    }
+
+    #[test]
+    fn tissue_is_one_run_of_indices_when_the_mapping_is_monotonic() {
+        let ramp: Vec<f32> = (0..4096).map(|i| i as f32 / 4095.0).collect();
+        let inverted: Vec<f32> = ramp.iter().map(|v| 1.0 - v).collect();
+        // Signed 12-bit values: indices 2048.. are the negative ones, darkest first.
+        let signed: Vec<f32> = (0..4096)
+            .map(|i| ((i + 2048) % 4096) as f32 / 4095.0)
+            .collect();
+        let mut bumpy = ramp.clone();
+        bumpy[100] = 0.9; // a VOI LUT that is not monotonic
+        for (name, table) in [
+            ("ramp", &ramp),
+            ("inverted", &inverted),
+            ("signed", &signed),
+            ("bumpy", &bumpy),
+            ("none", &vec![0.0; 4096]),
+            ("all", &vec![1.0; 4096]),
+        ] {
+            let tissue = Tissue::of(table);
+            let one_run = !matches!(tissue, Tissue::Set(_));
+            assert_eq!(one_run, !matches!(name, "bumpy" | "none"), "{name}");
+            for i in 0..4096u16 {
+                assert_eq!(holds(&tissue, i), table[i as usize] > TISSUE, "{name} {i}");
+            }
+        }
     }
 
     #[test]

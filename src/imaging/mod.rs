@@ -14,7 +14,7 @@ pub use decode::{decode, sniff, DecodeLimits, ImageFormat};
 pub use dicom::DicomInfo;
 pub use grey::{Grey, Laterality};
 pub use preprocess::{
-    breast_box, model_plane, preprocess, FullField, Preprocessing, Region, ResizeFilter,
+    breast_box, model_plane, plane_of, preprocess, FullField, Preprocessing, Region, ResizeFilter,
 };
 
 /// Why an image could not become a tensor. Each kind maps to one HTTP status in `api::error`.
@@ -53,7 +53,7 @@ pub fn decode_grey(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, Image
         ImageFormat::Dicom => {
             let image = dicom::decode(bytes, limits)?;
             Ok(Decoded {
-                grey: image.grey,
+                grey: image.grey()?,
                 dicom: Some(image.info),
             })
         }
@@ -73,17 +73,25 @@ pub struct Prepared {
     pub dicom: Option<DicomInfo>,
 }
 
-/// Decodes `bytes` and preprocesses them into the model's input tensor.
+/// Decodes `bytes` and preprocesses them into the model's input tensor. A DICOM image goes
+/// through [`dicom::DicomImage::model_plane`], which maps only the breast to grey; the tensor
+/// equals [`preprocess`] of [`decode_grey`]'s image.
 pub fn prepare(
     bytes: &[u8],
     limits: &DecodeLimits,
     preprocessing: &Preprocessing,
 ) -> Result<Prepared, ImageError> {
-    let decoded = decode_grey(bytes, limits)?;
-    let laterality = decoded.dicom.as_ref().and_then(|d| d.laterality);
+    if sniff(bytes) != Some(ImageFormat::Dicom) {
+        let decoded = decode_grey(bytes, limits)?;
+        return Ok(Prepared {
+            tensor: preprocess(&decoded.grey, None, preprocessing),
+            dicom: None,
+        });
+    }
+    let image = dicom::decode(bytes, limits)?;
     Ok(Prepared {
-        tensor: preprocess(&decoded.grey, laterality, preprocessing),
-        dicom: decoded.dicom,
+        tensor: preprocess::normalise(&image.model_plane(preprocessing)?, preprocessing),
+        dicom: Some(image.info),
     })
 }
 

@@ -133,7 +133,7 @@ impl Preprocessing {
 /// Grey level above which a pixel counts as tissue (after the grey mapping to [0, 1]).
 pub const TISSUE: f32 = 0.1;
 /// A row (column) belongs to the breast when more than 1/`MIN_RUN_SHARE` of it is tissue.
-const MIN_RUN_SHARE: usize = 50;
+const MIN_RUN_SHARE: u64 = 50;
 
 /// A rectangle of an image, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,13 +145,13 @@ pub struct Region {
 }
 
 impl Region {
-    /// The whole of an image.
-    pub fn all(grey: &Grey) -> Self {
+    /// The whole of a `width` × `height` image.
+    pub fn all(width: u32, height: u32) -> Self {
         Region {
             left: 0,
             top: 0,
-            width: grey.width,
-            height: grey.height,
+            width,
+            height,
         }
     }
 }
@@ -174,31 +174,57 @@ fn longest_run(flags: impl Iterator<Item = bool>) -> Option<(usize, usize)> {
     best
 }
 
-/// The breast: tissue is grey > [`TISSUE`]; a row (column) is breast when more than 1/50 of it
-/// is tissue; the box spans the longest unbroken run of breast rows and of breast columns,
-/// which leaves out empty detector area and markers separated from the breast by background.
-/// `None` when no row or column qualifies (an empty image).
-pub fn breast_box(grey: &Grey) -> Option<Region> {
-    let (w, h) = (grey.width as usize, grey.height as usize);
-    let mut row_counts = vec![0usize; h];
-    let mut col_counts = vec![0usize; w];
-    for (y, row) in grey.pixels.chunks_exact(w).enumerate() {
-        let mut count = 0;
-        for (x, &v) in row.iter().enumerate() {
-            let tissue = usize::from(v > TISSUE);
-            count += tissue;
-            col_counts[x] += tissue;
+/// Tissue pixels per row and per column of an image, gathered row by row.
+#[derive(Debug, Clone)]
+pub struct TissueCounts {
+    rows: Vec<u32>,
+    cols: Vec<u32>,
+}
+
+impl TissueCounts {
+    /// Zero counts for a `width` × `height` image.
+    pub fn new(width: u32, height: u32) -> Self {
+        TissueCounts {
+            rows: vec![0; height as usize],
+            cols: vec![0; width as usize],
         }
-        row_counts[y] = count;
     }
-    let rows = longest_run(row_counts.iter().map(|&c| c * MIN_RUN_SHARE > w))?;
-    let cols = longest_run(col_counts.iter().map(|&c| c * MIN_RUN_SHARE > h))?;
-    Some(Region {
-        left: cols.0 as u32,
-        top: rows.0 as u32,
-        width: (cols.1 - cols.0) as u32,
-        height: (rows.1 - rows.0) as u32,
-    })
+
+    /// Counts row `y`, one value per column, each tissue when `is_tissue` says so.
+    pub fn add_row<T: Copy>(&mut self, y: usize, row: &[T], is_tissue: impl Fn(T) -> bool) {
+        let mut count = 0;
+        for (col, &v) in self.cols.iter_mut().zip(row) {
+            let tissue = u32::from(is_tissue(v));
+            count += tissue;
+            *col += tissue;
+        }
+        self.rows[y] = count;
+    }
+
+    /// The breast: a row (column) is breast when more than 1/50 of it is tissue; the box spans
+    /// the longest unbroken run of breast rows and of breast columns, which leaves out empty
+    /// detector area and markers separated from the breast by background. `None` when no row
+    /// or column qualifies (an empty image).
+    pub fn region(&self) -> Option<Region> {
+        let (w, h) = (self.cols.len() as u64, self.rows.len() as u64);
+        let rows = longest_run(self.rows.iter().map(|&c| c as u64 * MIN_RUN_SHARE > w))?;
+        let cols = longest_run(self.cols.iter().map(|&c| c as u64 * MIN_RUN_SHARE > h))?;
+        Some(Region {
+            left: cols.0 as u32,
+            top: rows.0 as u32,
+            width: (cols.1 - cols.0) as u32,
+            height: (rows.1 - rows.0) as u32,
+        })
+    }
+}
+
+/// The breast box of a grey image ([`TissueCounts::region`], tissue is grey > [`TISSUE`]).
+pub fn breast_box(grey: &Grey) -> Option<Region> {
+    let mut counts = TissueCounts::new(grey.width, grey.height);
+    for (y, row) in grey.pixels.chunks_exact(grey.width as usize).enumerate() {
+        counts.add_row(y, row, |v| v > TISSUE);
+    }
+    counts.region()
 }
 
 /// Whether the chest wall is on the right of `region`: from the laterality when known (a right
@@ -257,11 +283,23 @@ fn resize(grey: &Grey, region: Region, width: u32, height: u32, filter: ResizeFi
 
 /// The height × width grey plane the model sees, after the full-field steps and the resize.
 pub fn model_plane(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessing) -> Vec<f32> {
+    let all = Region::all(grey.width, grey.height);
     let region = if p.steps.crop_breast {
-        breast_box(grey).unwrap_or_else(|| Region::all(grey))
+        breast_box(grey).unwrap_or(all)
     } else {
-        Region::all(grey)
+        all
     };
+    plane_of(grey, region, laterality, p)
+}
+
+/// The model's plane from `region` of `grey` (already the breast box when cropping): the
+/// orientation, the resize and the padding.
+pub fn plane_of(
+    grey: &Grey,
+    region: Region,
+    laterality: Option<Laterality>,
+    p: &Preprocessing,
+) -> Vec<f32> {
     let flip = p.steps.orient_left && chest_wall_on_right(grey, region, laterality);
     // Metadata refuses pad_square for a non-square input, so p.width == p.height here.
     let (h, w) = if p.steps.pad_square {
@@ -289,7 +327,11 @@ pub fn model_plane(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessin
 
 /// Turns a grey image into the model's input tensor, CHW, `3 * H * W` floats.
 pub fn preprocess(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessing) -> Vec<f32> {
-    let plane = model_plane(grey, laterality, p);
+    normalise(&model_plane(grey, laterality, p), p)
+}
+
+/// The model's plane repeated into 3 channels, each normalised with `(x - mean[c]) / std[c]`.
+pub fn normalise(plane: &[f32], p: &Preprocessing) -> Vec<f32> {
     let mut tensor = Vec::with_capacity(p.tensor_len());
     for c in 0..3 {
         let (mean, std) = (p.mean[c], p.std[c]);
@@ -375,7 +417,7 @@ mod tests {
     #[test]
     fn orientation_follows_laterality_then_tissue() {
         let img = grey(40, 20, |x, _| if x >= 30 { 0.9 } else { 0.0 });
-        let all = Region::all(&img);
+        let all = Region::all(img.width, img.height);
         assert!(chest_wall_on_right(&img, all, None));
         assert!(!chest_wall_on_right(&img, all, Some(Laterality::Left)));
         assert!(chest_wall_on_right(&img, all, Some(Laterality::Right)));
