@@ -227,6 +227,36 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
         decode_grey(&cut, &limits),
         Err(ImageError::Corrupt { .. })
     ));
+
+    // RLE, read in place: cut short, and with its second segment pointing 10 bytes before the
+    // fragment's end.
+    let rle = dicom("mg_rle.dcm");
+    let header = [
+        0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ];
+    let at = rle.windows(12).position(|w| w == header).unwrap() + 12;
+    let offset_table = u32::from_le_bytes(rle[at + 4..at + 8].try_into().unwrap()) as usize;
+    let fragment = at + 8 + offset_table + 8;
+    let length = u32::from_le_bytes(rle[fragment - 4..fragment].try_into().unwrap());
+    let mut short_segment = rle.clone();
+    short_segment[fragment + 8..fragment + 12].copy_from_slice(&(length - 10).to_le_bytes());
+    for (what, bytes) in [
+        ("cut short", rle[..rle.len() * 3 / 5].to_vec()),
+        ("short segment", short_segment),
+    ] {
+        for result in [
+            imaging::prepare(&bytes, &limits, &full_field()).map(|_| ()),
+            decode_grey(&bytes, &limits).map(|_| ()),
+        ] {
+            match result {
+                Err(ImageError::Corrupt { reason, .. }) => assert!(
+                    reason.contains("pixel data") || reason.contains("RLE segment 1"),
+                    "{what}: {reason}"
+                ),
+                other => panic!("{what}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
 }
 
 const PHI: [&str; 3] = ["Fixture^Synthetic", "FIXTURE-0001", "19700101"];

@@ -85,7 +85,7 @@ const MAX_RUN: usize = 128;
 /// A PackBits stream decoded a row at a time: a header byte h, then h + 1 literal bytes
 /// (h ≥ 0) or one byte repeated 1 - h times (-127 ≤ h ≤ -1); -128 is a no-op. Runs may cross
 /// rows. Each run is written whole with a fixed-size copy or fill of [`MAX_RUN`] bytes (no
-/// call or branch on its length; mammograms have ~850 k runs of ~30 bytes), into a buffer
+/// call or branch on its length; the benchmark mammogram has ~850 k runs of ~30 bytes), into a buffer
 /// with that much room past the row; what a run puts past the row starts the next one.
 struct PackBits<'a> {
     input: &'a [u8],
@@ -124,11 +124,10 @@ impl<'a> PackBits<'a> {
                 .expect("128 bytes");
             if header < 0x80 {
                 *out = *bytes;
-                input = &input[advance..];
             } else {
                 out.fill(bytes[0]);
-                input = &input[advance..];
             }
+            input = &input[advance..];
             filled += n;
         }
         (self.input, self.filled) = (input, filled);
