@@ -262,6 +262,70 @@ mod tests {
         assert_eq!(decoded, expected);
     }
 
+    /// PackBits-encodes `data` with run lengths drawn from `next` (literal or repeat runs of
+    /// 1–128 bytes, and now and then a no-op header).
+    fn encode(data: &[u8], mut next: impl FnMut() -> usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < data.len() {
+            if next() % 17 == 0 {
+                out.push(0x80);
+            }
+            let same = data[i..]
+                .iter()
+                .take_while(|&&b| b == data[i])
+                .count()
+                .min(128);
+            if same >= 2 {
+                let n = 2 + next() % (same - 1);
+                out.extend([(257 - n) as u8, data[i]]);
+                i += n;
+            } else {
+                let n = (1 + next() % 128).min(data.len() - i);
+                out.push((n - 1) as u8);
+                out.extend_from_slice(&data[i..i + n]);
+                i += n;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn random_streams_decode_to_their_bytes_at_any_width_and_skip() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as usize
+        };
+        for _ in 0..200 {
+            let width = 1 + next() % 300;
+            let rows = 1 + next() % 40;
+            // Flat stretches of random length and value between bursts of noise.
+            let mut data = Vec::with_capacity(width * rows);
+            while data.len() < width * rows {
+                let (len, value) = (1 + next() % 400, next() as u8);
+                let noisy = next() % 2 == 0;
+                data.extend((0..len).map(|_| if noisy { next() as u8 } else { value }));
+            }
+            data.truncate(width * rows);
+            let encoded = encode(&data, &mut next);
+            let skipped = next() % rows;
+            let mut stream = PackBits::new(&encoded, width);
+            stream.skip(skipped * width).unwrap();
+            for y in skipped..rows {
+                let row = stream.row().unwrap();
+                assert_eq!(
+                    row,
+                    &data[y * width..(y + 1) * width],
+                    "width {width}, row {y}"
+                );
+            }
+            assert!(stream.row().is_err(), "the stream ends with the data");
+        }
+    }
+
     #[test]
     fn frames_put_segments_together_row_by_row() {
         let mut frame = vec![0u8; 64];
