@@ -268,7 +268,7 @@ mod tests {
         let mut out = Vec::new();
         let mut i = 0;
         while i < data.len() {
-            if next() % 17 == 0 {
+            if next().is_multiple_of(17) {
                 out.push(0x80);
             }
             let same = data[i..]
@@ -306,7 +306,7 @@ mod tests {
             let mut data = Vec::with_capacity(width * rows);
             while data.len() < width * rows {
                 let (len, value) = (1 + next() % 400, next() as u8);
-                let noisy = next() % 2 == 0;
+                let noisy = next().is_multiple_of(2);
                 data.extend((0..len).map(|_| if noisy { next() as u8 } else { value }));
             }
             data.truncate(width * rows);
