@@ -65,12 +65,8 @@ impl DicomImage<'_> {
     /// same plane as [`preprocess::model_plane`] of [`Self::grey`], without mapping the
     /// whole image.
     pub fn model_plane(&self, p: &Preprocessing) -> Result<Vec<f32>, ImageError> {
-        let all = Region::all(self.stored.width, self.stored.height);
-        let region = if p.steps.crop_breast {
-            self.stored.breast_box()?.unwrap_or(all)
-        } else {
-            all
-        };
+        let (width, height) = (self.stored.width, self.stored.height);
+        let region = p.steps.region(width, height, || self.stored.breast_box())?;
         let crop = self.stored.grey(region)?;
         let whole = Region::all(crop.width, crop.height);
         Ok(preprocess::plane_of(&crop, whole, self.info.laterality, p))
@@ -129,9 +125,10 @@ pub fn decode<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<DicomImage<'
                 let bytes = int(&header, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
                 let frame =
                     super::rle::Frame::parse(frame, width as usize, bytes).map_err(corrupt)?;
+                let map = GreyMap::read(&header)?;
                 return Ok(DicomImage {
                     info: identify(&header),
-                    stored: StoredImage::new(width, height, Pixels::Rle(frame), &header)?,
+                    stored: StoredImage::new(width, height, Pixels::Rle(frame), map, &header)?,
                 });
             }
         }
@@ -507,18 +504,20 @@ pub struct StoredImage<'a> {
 }
 
 impl<'a> StoredImage<'a> {
-    /// Reads the grey mapping from `object`; without a VOI, one pass finds the value range.
+    /// Builds the grey table from `map` and `object`'s VOI; without a VOI, one pass over the
+    /// pixels finds their value range.
     fn new(
         width: u32,
         height: u32,
         pixels: Pixels<'a>,
+        map: GreyMap,
         object: &InMemDicomObject,
     ) -> Result<Self, ImageError> {
         let mut image = StoredImage {
             width,
             height,
             pixels,
-            map: GreyMap::read(object)?,
+            map,
             table: Vec::new(),
         };
         let voi = match Voi::read(object) {
@@ -589,8 +588,8 @@ impl<'a> StoredImage<'a> {
     pub fn breast_box(&self) -> Result<Option<Region>, ImageError> {
         let mut counts = TissueCounts::new(self.width, self.height);
         match Tissue::of(&self.table) {
-            Tissue::Run { start, last, mask } => self.rows(0, self.height, |y, row| {
-                counts.add_row(y, row, |i| i.wrapping_sub(start) & mask <= last)
+            Tissue::Run(run) => self.rows(0, self.height, |y, row| {
+                counts.add_row(y, row, |i| run.holds(i))
             })?,
             Tissue::Set(set) => self.rows(0, self.height, |y, row| {
                 counts.add_row(y, row, |i| set[i as usize])
@@ -616,11 +615,27 @@ impl<'a> StoredImage<'a> {
 
 /// Which grey-table indices are tissue (grey > [`TISSUE`]).
 enum Tissue {
-    /// One run of indices, cyclic over the table (a monotonic mapping, signed values included):
-    /// `(index - start) mod table length ≤ last`.
-    Run { start: u16, last: u16, mask: u16 },
+    /// One run of indices (a monotonic mapping, signed values included).
+    Run(IndexRun),
     /// Any other set, index by index.
     Set(Vec<bool>),
+}
+
+/// A run of table indices, cyclic over the table: `(index - start) mod table length ≤ last`.
+#[derive(Debug, Clone, Copy)]
+struct IndexRun {
+    start: u16,
+    last: u16,
+    /// Table length - 1 (the table's length is a power of two).
+    mask: u16,
+}
+
+impl IndexRun {
+    /// Whether `index` is in the run: two integer operations, so the counting loop vectorises.
+    #[inline]
+    fn holds(self, index: u16) -> bool {
+        index.wrapping_sub(self.start) & self.mask <= self.last
+    }
 }
 
 impl Tissue {
@@ -633,16 +648,16 @@ impl Tissue {
             .collect();
         match (count, starts.as_slice()) {
             (0, _) => Tissue::Set(set),
-            (c, _) if c == n => Tissue::Run {
+            (c, _) if c == n => Tissue::Run(IndexRun {
                 start: 0,
                 last: (n - 1) as u16,
                 mask: (n - 1) as u16,
-            },
-            (c, &[start]) => Tissue::Run {
+            }),
+            (c, &[start]) => Tissue::Run(IndexRun {
                 start: start as u16,
                 last: (c - 1) as u16,
                 mask: (n - 1) as u16,
-            },
+            }),
             _ => Tissue::Set(set),
         }
     }
@@ -674,7 +689,7 @@ fn decode_pixels(object: &DefaultDicomObject) -> Result<StoredImage<'static>, Im
             indices.len()
         )));
     }
-    StoredImage::new(width, height, Pixels::Indices(indices), object)
+    StoredImage::new(width, height, Pixels::Indices(indices), map, object)
 }
 
 #[cfg(test)]
@@ -709,10 +724,10 @@ mod tests {
         assert!((sigmoid.apply(100.0) - 0.5).abs() < 1e-12);
     }
 
-    /// Whether `tissue` holds index `i`, as `StoredImage::breast_box` tests it.
+    /// Whether `tissue` holds index `i`, by the tests `StoredImage::breast_box` uses.
     fn holds(tissue: &Tissue, i: u16) -> bool {
         match tissue {
-            Tissue::Run { start, last, mask } => i.wrapping_sub(*start) & mask <= *last,
+            Tissue::Run(run) => run.holds(i),
             Tissue::Set(set) => set[i as usize],
         }
     }

@@ -96,6 +96,22 @@ impl FromStr for FullField {
 }
 
 impl FullField {
+    /// The region of a `width` × `height` image the model reads: with `crop_breast`, the box
+    /// `find_breast` gives (the whole image when it finds none); else the whole image, without
+    /// calling `find_breast`.
+    pub fn region<E>(
+        self,
+        width: u32,
+        height: u32,
+        find_breast: impl FnOnce() -> Result<Option<Region>, E>,
+    ) -> Result<Region, E> {
+        let all = Region::all(width, height);
+        if !self.crop_breast {
+            return Ok(all);
+        }
+        Ok(find_breast()?.unwrap_or(all))
+    }
+
     /// The step names, in pipeline order.
     pub fn names(self) -> Vec<&'static str> {
         [
@@ -283,12 +299,9 @@ fn resize(grey: &Grey, region: Region, width: u32, height: u32, filter: ResizeFi
 
 /// The height × width grey plane the model sees, after the full-field steps and the resize.
 pub fn model_plane(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessing) -> Vec<f32> {
-    let all = Region::all(grey.width, grey.height);
-    let region = if p.steps.crop_breast {
-        breast_box(grey).unwrap_or(all)
-    } else {
-        all
-    };
+    let Ok(region) = p.steps.region(grey.width, grey.height, || {
+        Ok::<_, std::convert::Infallible>(breast_box(grey))
+    });
     plane_of(grey, region, laterality, p)
 }
 

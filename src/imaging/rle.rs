@@ -4,7 +4,8 @@
 //! the whole image is ever held. A pass that needs only some rows stops after the last one.
 //!
 //! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers into a whole-image
-//! buffer (68 ms p50 to parse and decode a 2600×4700 16-bit mammogram here; docs/benchmarks.md).
+//! buffer (67–71 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 20–27
+//! ms for all of our decode and preprocessing; docs/benchmarks.md).
 //! The RLE fixture decodes to exactly the uncompressed fixture's pixels (tests/dicom.rs).
 
 /// One RLE frame: its segments, borrowed from the request's bytes.
@@ -85,8 +86,8 @@ const MAX_RUN: usize = 128;
 /// A PackBits stream decoded a row at a time: a header byte h, then h + 1 literal bytes
 /// (h ≥ 0) or one byte repeated 1 - h times (-127 ≤ h ≤ -1); -128 is a no-op. Runs may cross
 /// rows. Each run is written whole with a fixed-size copy or fill of [`MAX_RUN`] bytes (no
-/// call or branch on its length; the benchmark mammogram has ~850 k runs of ~30 bytes), into a buffer
-/// with that much room past the row; what a run puts past the row starts the next one.
+/// call or branch on its length; the benchmark mammogram has ~850 k runs of ~29 bytes), into
+/// a buffer with that much room past the row; what a run puts past the row starts the next.
 struct PackBits<'a> {
     input: &'a [u8],
     width: usize,
@@ -147,29 +148,26 @@ impl<'a> PackBits<'a> {
         }
     }
 
-    /// Decodes one run at `filled` (which is below `width`), checking the input's end.
+    /// Decodes one run at `filled` (below `width`) byte-exact, checking the input's end: the
+    /// last runs of a segment, where [`Self::row`]'s fixed-size copies would read past it.
     fn run(&mut self) -> Result<(), String> {
         let (&header, rest) = self
             .input
             .split_first()
             .ok_or_else(|| "the segment ends early".to_string())?;
         let (n, _) = Self::sizes(header);
-        let at = self.filled;
-        if header < 128 {
-            if rest.len() >= MAX_RUN {
-                self.buffer[at..at + MAX_RUN].copy_from_slice(&rest[..MAX_RUN]);
-            } else {
-                let literal = rest
-                    .get(..n)
-                    .ok_or_else(|| "a literal run is cut short".to_string())?;
-                self.buffer[at..at + n].copy_from_slice(literal);
-            }
+        let out = &mut self.buffer[self.filled..self.filled + n];
+        if header < 0x80 {
+            let literal = rest
+                .get(..n)
+                .ok_or_else(|| "a literal run is cut short".to_string())?;
+            out.copy_from_slice(literal);
             self.input = &rest[n..];
         } else if n > 0 {
             let &value = rest
                 .first()
                 .ok_or_else(|| "a repeat run is cut short".to_string())?;
-            self.buffer[at..at + MAX_RUN].fill(value);
+            out.fill(value);
             self.input = &rest[1..];
         } else {
             self.input = rest;
