@@ -152,9 +152,10 @@ fn the_crop_leaves_out_the_marker_and_the_right_breast_is_flipped_to_the_left() 
 }
 
 #[test]
-fn prepare_maps_only_the_breast_yet_gives_the_tensor_of_the_whole_grey_image() {
-    // imaging::prepare finds the breast box on the stored values and maps only that region to
-    // grey (RLE decoded row by row); the reference maps the whole image, then preprocesses.
+fn prepare_gives_the_tensor_of_the_whole_grey_image_when_no_reduction_is_due() {
+    // imaging::prepare maps a DICOM image's stored values to grey itself (RLE decoded straight
+    // into block sums); at 224 these 256×320 fixtures need no reduction (k = 1), so it must
+    // equal the reference: the whole image mapped to grey, then preprocessed.
     let limits = DecodeLimits::default();
     let mut no_steps = full_field();
     no_steps.steps = Default::default();
@@ -189,6 +190,53 @@ fn prepare_maps_only_the_breast_yet_gives_the_tensor_of_the_whole_grey_image() {
             "{name} without laterality"
         );
     }
+}
+
+#[test]
+fn large_images_are_reduced_on_their_stored_values_before_the_grey_mapping() {
+    let limits = DecodeLimits::default();
+    // The 64×64 ramp, reduced by 2: each block's mean stored value 128·Y + 2·X + 32.5 is
+    // rounded half away from zero, then rescaled (2·s − 1000) and windowed (centre 1000,
+    // width 2001), clamps included.
+    let bytes = dicom("voi_window_rescale.dcm");
+    let image = imaging::dicom::decode(&bytes, &limits).unwrap();
+    let reduced = image.stored.grey(2).unwrap();
+    assert_eq!((reduced.width, reduced.height), (32, 32));
+    for (b, &v) in reduced.pixels.iter().enumerate() {
+        let (x, y) = ((b % 32) as f64, (b / 32) as f64);
+        let stored = 128.0 * y + 2.0 * x + 33.0;
+        let want = ((2.0 * stored - 1000.0 - 999.5) / 2000.0 + 0.5).clamp(0.0, 1.0);
+        assert!((v as f64 - want).abs() < 1e-6, "block {b}: {v} vs {want}");
+    }
+    assert!(reduced.pixels.contains(&0.0) && reduced.pixels.contains(&1.0));
+
+    // Every lossless transfer syntax reduces to the same grey (RLE by its own block sums,
+    // the others from decoded pixels); so does the whole of `prepare` at a 64-pixel input
+    // (k = 256 / 128 = 2), which reads the reduced image.
+    let mut small = full_field();
+    (small.width, small.height) = (64, 64);
+    let reduce = |name: &str| {
+        let bytes = dicom(name);
+        let image = imaging::dicom::decode(&bytes, &limits).unwrap();
+        let tensor = imaging::prepare(&bytes, &limits, &small).unwrap().tensor;
+        (image.stored.grey(2).unwrap(), tensor)
+    };
+    let (reference, tensor) = reduce("mg_explicit_le.dcm");
+    assert_eq!((reference.width, reference.height), (128, 160));
+    for name in [
+        "mg_implicit_le.dcm",
+        "mg_deflated.dcm",
+        "mg_rle.dcm",
+        "mg_jpeg_lossless.dcm",
+        "mg_jpeg2000.dcm",
+    ] {
+        let (grey, t) = reduce(name);
+        assert_eq!(grey, reference, "{name}");
+        assert_eq!(t, tensor, "{name}");
+    }
+    // MONOCHROME1 stores the inverted values: the same grey up to the rounding of a mean.
+    let (mono1, _) = reduce("mg_mono1.dcm");
+    assert!(max_abs_diff(&mono1.pixels, &reference.pixels) < 1e-3);
 }
 
 #[test]

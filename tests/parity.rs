@@ -15,7 +15,7 @@ use std::process::Command;
 const MEAN: [f32; 3] = [0.498, 0.498, 0.498];
 const STD: [f32; 3] = [0.502, 0.502, 0.502];
 
-fn python_tensor(image: &Path, steps: &str) -> Vec<f32> {
+fn python_tensor(image: &Path, steps: &str, size: u32) -> Vec<f32> {
     let out = std::env::temp_dir().join(format!(
         "mammo-parity-{}-{}.f32",
         std::process::id(),
@@ -34,7 +34,7 @@ fn python_tensor(image: &Path, steps: &str) -> Vec<f32> {
         .arg(&out)
         .args([
             "--size",
-            "224",
+            &size.to_string(),
             "--mean",
             "0.498,0.498,0.498",
             "--std",
@@ -87,10 +87,28 @@ async fn python_and_rust_preprocess_alike() {
             "variant_grey8_300x260.png",
         ] {
             let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
-            let python = python_tensor(&fixtures.join(name), steps);
+            let python = python_tensor(&fixtures.join(name), steps, 224);
             let diff = max_abs_diff(&rust, &python);
             println!("PNG  {name:<28} steps [{steps}] max |Δ| = {diff:.2e} (normalised units)");
             assert!(diff < 1e-3, "{name} [{steps}]: {diff}");
+        }
+    }
+
+    // A 64-pixel input makes the larger fixtures reduced first (448×560 by k = 3, 300×260 by
+    // k = 2: block means), as full-field images are for 224.
+    for steps in ["", "crop_breast,orient_left,pad_square"] {
+        let prep = Preprocessing {
+            height: 64,
+            width: 64,
+            steps: steps.parse().unwrap(),
+            ..prep.clone()
+        };
+        for name in ["variant_grey16_448x560.png", "variant_grey8_300x260.png"] {
+            let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
+            let python = python_tensor(&fixtures.join(name), steps, 64);
+            let diff = max_abs_diff(&rust, &python);
+            println!("PNG  {name:<28} 64 px, steps [{steps}] max |Δ| = {diff:.2e}");
+            assert!(diff < 1e-3, "{name} at 64 px [{steps}]: {diff}");
         }
     }
 
@@ -116,7 +134,7 @@ async fn python_and_rust_preprocess_alike() {
     };
     for name in CLASS_FIXTURES {
         let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
-        let python = python_tensor(&fixtures.join(name), &steps);
+        let python = python_tensor(&fixtures.join(name), &steps, 224);
         let diff = max_abs_diff(&rust, &python);
         // One grey level is 1/255 before normalisation.
         let bound = 2.0 / 255.0 / STD[0];

@@ -6,15 +6,20 @@
 //! lossless (processes 2/4 and 14, SV1 included), JPEG 2000 (lossless and lossy) through the
 //! `openjp2` crate, a Rust port of OpenJPEG that builds offline.
 //!
-//! Grey mapping, per stored value (one lookup table over every value `Bits Stored` allows):
+//! A large image is first reduced (`preprocess::reduction`): the mean of each k×k block of
+//! stored values, rounded to the nearest stored value, so the grey mapping and every later step
+//! read an image k² times smaller; RLE Lossless is decoded row by row straight into the block
+//! sums (`super::rle`). Grey mapping, per stored value of the reduced image (one lookup table
+//! over every value `Bits Stored` allows):
 //! 1. Modality LUT: `Rescale Slope × stored + Rescale Intercept` (1 and 0 when absent).
 //! 2. VOI: the first item of the VOI LUT Sequence when present; else the first Window
 //!    Center/Width with the VOI LUT Function (LINEAR, LINEAR_EXACT or SIGMOID; PS3.3
-//!    C.11.2.1.2); else the range the image's values actually span (min to max).
+//!    C.11.2.1.2); else the range the (reduced) image's values span, min to max.
 //! 3. MONOCHROME1 is inverted so that dense tissue is bright, as in training.
 
 use super::grey::{Grey, Laterality};
-use super::preprocess::{self, Preprocessing, Region, TissueCounts, TISSUE};
+use super::preprocess::{self, BlockSums, Preprocessing};
+use super::rle::ByteRole;
 use super::{DecodeLimits, ImageError, ImageFormat};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -54,22 +59,17 @@ pub struct DicomImage<'a> {
 }
 
 impl DicomImage<'_> {
-    /// The whole image as grey.
+    /// The whole image as grey, at full resolution.
     pub fn grey(&self) -> Result<Grey, ImageError> {
-        self.stored
-            .grey(Region::all(self.stored.width, self.stored.height))
+        self.stored.grey(1)
     }
 
-    /// The plane the model sees: the breast box found on the stored values, then only that
-    /// region mapped to grey, oriented, resized and padded ([`preprocess::plane_of`]). The
-    /// same plane as [`preprocess::model_plane`] of [`Self::grey`], without mapping the
-    /// whole image.
+    /// The plane the model sees: the image reduced on its stored values
+    /// ([`preprocess::reduction`]) and mapped to grey, then [`preprocess::model_plane`].
     pub fn model_plane(&self, p: &Preprocessing) -> Result<Vec<f32>, ImageError> {
-        let (width, height) = (self.stored.width, self.stored.height);
-        let region = p.steps.region(width, height, || self.stored.breast_box())?;
-        let crop = self.stored.grey(region)?;
-        let whole = Region::all(crop.width, crop.height);
-        Ok(preprocess::plane_of(&crop, whole, self.info.laterality, p))
+        let k = preprocess::reduction(self.stored.width, self.stored.height, p);
+        let grey = self.stored.grey(k)?;
+        Ok(preprocess::model_plane(&grey, self.info.laterality, p))
     }
 }
 
@@ -121,15 +121,24 @@ pub fn decode<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<DicomImage<'
         {
             if let Some(frame) = encapsulated_frame(body)? {
                 check_object(&header, true, limits)?;
-                let (width, height) = dimensions(&header);
-                let bytes = int(&header, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
-                let frame =
-                    super::rle::Frame::parse(frame, width as usize, bytes).map_err(corrupt)?;
                 let map = GreyMap::read(&header)?;
-                return Ok(DicomImage {
-                    info: identify(&header),
-                    stored: StoredImage::new(width, height, Pixels::Rle(frame), map, &header)?,
-                });
+                // Values stored below the high bits (rare) take dicom-pixeldata's path.
+                if map.shift == 0 {
+                    let (width, height) = dimensions(&header);
+                    let bytes = int(&header, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
+                    let size = (width as usize, height as usize);
+                    let frame = super::rle::Frame::parse(frame, size, bytes).map_err(corrupt)?;
+                    return Ok(DicomImage {
+                        info: identify(&header),
+                        stored: StoredImage {
+                            width,
+                            height,
+                            pixels: Pixels::Rle(frame),
+                            map,
+                            voi: Voi::read(&header),
+                        },
+                    });
+                }
             }
         }
     }
@@ -388,14 +397,35 @@ impl GreyMap {
             .collect()
     }
 
+    /// How the high and the low byte of a sample enter RLE's column sums (values stored from
+    /// bit 0, `shift` 0): the bits of the value each holds, and the sign bit when it holds it.
+    fn byte_roles(&self) -> [ByteRole; 2] {
+        let sign = self.sign_bit() as u32;
+        [
+            ByteRole {
+                mask: (self.mask >> 8) as u8,
+                sign: (sign >> 8) as u8,
+            },
+            ByteRole {
+                mask: self.mask as u8,
+                sign: sign as u8,
+            },
+        ]
+    }
+
+    /// The sign bit of a signed stored value, 0 when unsigned: `(index ^ s) - s` sign-extends.
+    fn sign_bit(&self) -> i32 {
+        if self.signed {
+            1 << (self.bits_stored - 1)
+        } else {
+            0
+        }
+    }
+
     /// The stored value a table index stands for (sign-extended when signed).
     fn stored(&self, index: usize) -> i64 {
-        let v = index as i64;
-        if self.signed && v >> (self.bits_stored - 1) & 1 == 1 {
-            v - (1i64 << self.bits_stored)
-        } else {
-            v
-        }
+        let s = self.sign_bit() as i64;
+        (index as i64 ^ s) - s
     }
 
     fn modality(&self, index: usize) -> f64 {
@@ -487,178 +517,96 @@ const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// Stored samples, row by row.
 enum Pixels<'a> {
-    /// An RLE frame, decoded each time rows are read (raw samples).
+    /// An RLE frame, decoded as it is read (raw samples).
     Rle(super::rle::Frame<'a>),
     /// Pixel data dicom-pixeldata decoded, already as grey-table indices.
     Indices(Vec<u16>),
 }
 
-/// A DICOM image's stored values and the grey lookup table over every value they can take:
-/// what preprocessing needs without a float image of the whole detector.
+/// A DICOM image's stored values, their grey mapping and VOI: what preprocessing needs without
+/// a float image of the whole detector.
 pub struct StoredImage<'a> {
     pub width: u32,
     pub height: u32,
     pixels: Pixels<'a>,
     map: GreyMap,
-    table: Vec<f32>,
+    voi: Option<Voi>,
 }
 
-impl<'a> StoredImage<'a> {
-    /// Builds the grey table from `map` and `object`'s VOI; without a VOI, one pass over the
-    /// pixels finds their value range.
-    fn new(
-        width: u32,
-        height: u32,
-        pixels: Pixels<'a>,
-        map: GreyMap,
-        object: &InMemDicomObject,
-    ) -> Result<Self, ImageError> {
-        let mut image = StoredImage {
-            width,
-            height,
-            pixels,
-            map,
-            table: Vec::new(),
-        };
-        let voi = match Voi::read(object) {
+impl StoredImage<'_> {
+    /// The image reduced by `k` and mapped to grey: each k×k block's mean stored value
+    /// (sign-extended; rounded half away from zero to a stored value) through the grey table.
+    /// One pass over the pixels; `k` = 1 maps every pixel as it is.
+    pub fn grey(&self, k: u32) -> Result<Grey, ImageError> {
+        let (width, height, sums) = self.block_sums(k)?;
+        let area = (k * k) as i64;
+        // Rounded half away from zero, in integers.
+        let means: Vec<i64> = sums
+            .iter()
+            .map(|&s| (2 * s.unsigned_abs() as i64 + area) / (2 * area) * (s as i64).signum())
+            .collect();
+        let voi = match &self.voi {
             Some(voi) => voi,
-            None => image.value_range()?,
+            None => &self.value_range(&means),
         };
-        image.table = image.map.table(&voi);
-        Ok(image)
+        let table = self.map.table(voi);
+        let mask = self.map.mask as i64;
+        let pixels = means.iter().map(|&m| table[(m & mask) as usize]).collect();
+        Grey::new(width, height, pixels).ok_or_else(|| corrupt("the image has no pixels"))
     }
 
-    /// Calls `f(y, indices)` for rows `start..end`, each value a grey-table index.
-    fn rows(
-        &self,
-        start: u32,
-        end: u32,
-        mut f: impl FnMut(usize, &[u16]),
-    ) -> Result<(), ImageError> {
-        let w = self.width as usize;
+    /// The sums of the sign-extended stored values over each k×k block ([`BlockSums`]):
+    /// width and height in blocks, and the sums row by row.
+    fn block_sums(&self, k: u32) -> Result<(u32, u32, Vec<i32>), ImageError> {
+        let mut sums = BlockSums::<i32>::new(self.width, k);
         match &self.pixels {
             Pixels::Rle(frame) => {
-                let (shift, mask) = (self.map.shift, self.map.mask as u16);
-                let mut row = vec![0u16; w];
+                // A value is 256 × high + low (their bits masked), less 2^Bits Stored when its
+                // sign bit is set; so are the sums of values over a block.
+                let whole = 1i64 << self.map.bits_stored;
+                let roles = self.map.byte_roles();
+                let roles = &roles[2 - frame.segment_count()..];
+                let mut band = vec![0i64; (self.width / k) as usize];
                 frame
-                    .rows(start as usize, end as usize, |y, high, low| {
-                        match high {
-                            Some(high) => {
-                                for ((r, &h), &l) in row.iter_mut().zip(high).zip(low) {
-                                    *r = ((h as u16) << 8 | l as u16) >> shift & mask;
-                                }
-                            }
-                            None => {
-                                for (r, &l) in row.iter_mut().zip(low) {
-                                    *r = (l as u16) >> shift & mask;
-                                }
+                    .band_sums(k as usize, roles, |high, low| {
+                        let low = low.sums.iter().zip(&low.signs);
+                        for (v, (&s, &n)) in band.iter_mut().zip(low) {
+                            *v = s as i64 - whole * n as i64;
+                        }
+                        if let Some(high) = high {
+                            let high = high.sums.iter().zip(&high.signs);
+                            for (v, (&s, &n)) in band.iter_mut().zip(high) {
+                                *v += 256 * s as i64 - whole * n as i64;
                             }
                         }
-                        f(y, &row)
+                        sums.add_blocks(band.iter().map(|&v| v as i32));
                     })
-                    .map_err(corrupt)
+                    .map_err(corrupt)?
             }
             Pixels::Indices(indices) => {
-                for y in start as usize..end as usize {
-                    f(y, &indices[y * w..(y + 1) * w]);
+                let sign = self.map.sign_bit();
+                for row in indices.chunks_exact(self.width as usize) {
+                    sums.add_row_by(|band| {
+                        for (sum, &i) in band.iter_mut().zip(row) {
+                            *sum += (i as i32 ^ sign) - sign;
+                        }
+                    });
                 }
-                Ok(())
             }
         }
+        Ok(sums.finish())
     }
 
-    /// The VOI of an image without one: its own range of modality values.
-    fn value_range(&self) -> Result<Voi, ImageError> {
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        self.rows(0, self.height, |_, row| {
-            for &i in row {
-                let v = self.map.stored(i as usize);
-                (lo, hi) = (lo.min(v), hi.max(v));
-            }
-        })?;
+    /// The VOI of an image without one: the range of its modality values (`stored`, the
+    /// sign-extended stored values).
+    fn value_range(&self, stored: &[i64]) -> Voi {
+        let lo = stored.iter().copied().min().unwrap_or(0);
+        let hi = stored.iter().copied().max().unwrap_or(0);
         // The rescale is linear, so the stored extremes give the modality extremes.
         let ends = [lo, hi].map(|v| self.map.rescale(v));
-        Ok(Voi::Range {
+        Voi::Range {
             low: ends[0].min(ends[1]),
             high: ends[0].max(ends[1]),
-        })
-    }
-
-    /// The breast box ([`TissueCounts::region`]), tissue tested on the stored values.
-    pub fn breast_box(&self) -> Result<Option<Region>, ImageError> {
-        let mut counts = TissueCounts::new(self.width, self.height);
-        match Tissue::of(&self.table) {
-            Tissue::Run(run) => self.rows(0, self.height, |y, row| {
-                counts.add_row(y, row, |i| run.holds(i))
-            })?,
-            Tissue::Set(set) => self.rows(0, self.height, |y, row| {
-                counts.add_row(y, row, |i| set[i as usize])
-            })?,
-        }
-        Ok(counts.region())
-    }
-
-    /// `region` mapped to grey.
-    pub fn grey(&self, region: Region) -> Result<Grey, ImageError> {
-        let (left, width) = (region.left as usize, region.width as usize);
-        let mut pixels = Vec::with_capacity(width * region.height as usize);
-        self.rows(region.top, region.top + region.height, |_, row| {
-            pixels.extend(
-                row[left..left + width]
-                    .iter()
-                    .map(|&i| self.table[i as usize]),
-            )
-        })?;
-        Ok(Grey::new(region.width, region.height, pixels).expect("region-sized pixels"))
-    }
-}
-
-/// Which grey-table indices are tissue (grey > [`TISSUE`]).
-enum Tissue {
-    /// One run of indices (a monotonic mapping, signed values included).
-    Run(IndexRun),
-    /// Any other set, index by index.
-    Set(Vec<bool>),
-}
-
-/// A run of table indices, cyclic over the table: `(index - start) mod table length ≤ last`.
-#[derive(Debug, Clone, Copy)]
-struct IndexRun {
-    start: u16,
-    last: u16,
-    /// Table length - 1 (the table's length is a power of two).
-    mask: u16,
-}
-
-impl IndexRun {
-    /// Whether `index` is in the run: two integer operations, so the counting loop vectorises.
-    #[inline]
-    fn holds(self, index: u16) -> bool {
-        index.wrapping_sub(self.start) & self.mask <= self.last
-    }
-}
-
-impl Tissue {
-    fn of(table: &[f32]) -> Self {
-        let set: Vec<bool> = table.iter().map(|&v| v > TISSUE).collect();
-        let n = set.len();
-        let count = set.iter().filter(|&&t| t).count();
-        let starts: Vec<usize> = (0..n)
-            .filter(|&i| set[i] && !set[(i + n - 1) % n])
-            .collect();
-        match (count, starts.as_slice()) {
-            (0, _) => Tissue::Set(set),
-            (c, _) if c == n => Tissue::Run(IndexRun {
-                start: 0,
-                last: (n - 1) as u16,
-                mask: (n - 1) as u16,
-            }),
-            (c, &[start]) => Tissue::Run(IndexRun {
-                start: start as u16,
-                last: (c - 1) as u16,
-                mask: (n - 1) as u16,
-            }),
-            _ => Tissue::Set(set),
         }
     }
 }
@@ -689,7 +637,13 @@ fn decode_pixels(object: &DefaultDicomObject) -> Result<StoredImage<'static>, Im
             indices.len()
         )));
     }
-    StoredImage::new(width, height, Pixels::Indices(indices), map, object)
+    Ok(StoredImage {
+        width,
+        height,
+        pixels: Pixels::Indices(indices),
+        map,
+        voi: Voi::read(object),
+    })
 }
 
 #[cfg(test)]
@@ -724,38 +678,75 @@ mod tests {
         assert!((sigmoid.apply(100.0) - 0.5).abs() < 1e-12);
     }
 
-    /// Whether `tissue` holds index `i`, by the tests `StoredImage::breast_box` uses.
-    fn holds(tissue: &Tissue, i: u16) -> bool {
-        match tissue {
-            Tissue::Run(run) => run.holds(i),
-            Tissue::Set(set) => set[i as usize],
-        }
-    }
-
     #[test]
-    fn tissue_is_one_run_of_indices_when_the_mapping_is_monotonic() {
-        let ramp: Vec<f32> = (0..4096).map(|i| i as f32 / 4095.0).collect();
-        let inverted: Vec<f32> = ramp.iter().map(|v| 1.0 - v).collect();
-        // Signed 12-bit values: indices 2048.. are the negative ones, darkest first.
-        let signed: Vec<f32> = (0..4096)
-            .map(|i| ((i + 2048) % 4096) as f32 / 4095.0)
-            .collect();
-        let mut bumpy = ramp.clone();
-        bumpy[100] = 0.9; // a VOI LUT that is not monotonic
-        for (name, table) in [
-            ("ramp", &ramp),
-            ("inverted", &inverted),
-            ("signed", &signed),
-            ("bumpy", &bumpy),
-            ("none", &vec![0.0; 4096]),
-            ("all", &vec![1.0; 4096]),
-        ] {
-            let tissue = Tissue::of(table);
-            let one_run = !matches!(tissue, Tissue::Set(_));
-            assert_eq!(one_run, !matches!(name, "bumpy" | "none"), "{name}");
-            for i in 0..4096u16 {
-                assert_eq!(holds(&tissue, i), table[i as usize] > TISSUE, "{name} {i}");
-            }
+    fn rle_block_sums_match_the_pixels_for_any_layout() {
+        use crate::imaging::rle::tests::{frame, numbers};
+        use crate::imaging::rle::Frame;
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15);
+        for case in 0..120 {
+            let (width, height) = (1 + next() % 40, 1 + next() % 30);
+            let k = 1 + next() % width.min(height).min(6);
+            let two_bytes = case % 4 != 0;
+            let bits_stored = if two_bytes {
+                9 + next() % 8
+            } else {
+                1 + next() % 8
+            } as u32;
+            let map = GreyMap {
+                shift: 0,
+                mask: ((1u64 << bits_stored) - 1) as u32,
+                signed: next().is_multiple_of(2),
+                bits_stored,
+                slope: 1.0,
+                intercept: 0.0,
+                invert: false,
+            };
+            // Raw samples with noise above Bits Stored, which must not count.
+            let raw: Vec<u32> = (0..width * height)
+                .map(|_| (next() & if two_bytes { 0xFFFF } else { 0xFF }) as u32)
+                .collect();
+            let segments = if two_bytes {
+                vec![
+                    raw.iter().map(|&r| (r >> 8) as u8).collect(),
+                    raw.iter().map(|&r| r as u8).collect(),
+                ]
+            } else {
+                vec![raw.iter().map(|&r| r as u8).collect()]
+            };
+            let bytes = frame(&segments, &mut next);
+            let size = (width, height);
+            let image = |pixels| StoredImage {
+                width: width as u32,
+                height: height as u32,
+                pixels,
+                map: GreyMap { ..map },
+                voi: None,
+            };
+            let rle = Frame::parse(&bytes, size, segments.len()).unwrap();
+            let decoded = raw.iter().map(|&r| map.index(r)).collect();
+            let (w, h) = (width / k, height / k);
+            let naive: Vec<i32> = (0..w * h)
+                .map(|b| {
+                    let (bx, by) = (b % w * k, b / w * k);
+                    let pixel = |i: usize| map.stored(map.index(raw[i]) as usize) as i32;
+                    (0..k * k)
+                        .map(|i| pixel((by + i / k) * width + bx + i % k))
+                        .sum()
+                })
+                .collect();
+            let want = (w as u32, h as u32, naive);
+            let k = k as u32;
+            let what = format!("case {case}: {width}×{height}, k {k}, {bits_stored} bits");
+            assert_eq!(
+                image(Pixels::Rle(rle)).block_sums(k).unwrap(),
+                want,
+                "{what}"
+            );
+            assert_eq!(
+                image(Pixels::Indices(decoded)).block_sums(k).unwrap(),
+                want,
+                "{what}"
+            );
         }
     }
 

@@ -14,7 +14,8 @@ pub use decode::{decode, sniff, DecodeLimits, ImageFormat};
 pub use dicom::DicomInfo;
 pub use grey::{Grey, Laterality};
 pub use preprocess::{
-    breast_box, model_plane, plane_of, preprocess, FullField, Preprocessing, Region, ResizeFilter,
+    breast_box, model_plane, preprocess, reduce, reduction, FullField, Preprocessing, Region,
+    ResizeFilter,
 };
 
 /// Why an image could not become a tensor. Each kind maps to one HTTP status in `api::error`.
@@ -73,9 +74,10 @@ pub struct Prepared {
     pub dicom: Option<DicomInfo>,
 }
 
-/// Decodes `bytes` and preprocesses them into the model's input tensor. A DICOM image goes
-/// through [`dicom::DicomImage::model_plane`], which maps only the breast to grey; the tensor
-/// equals [`preprocess`] of [`decode_grey`]'s image.
+/// Decodes `bytes` and preprocesses them into the model's input tensor: [`preprocess`] of
+/// [`decode_grey`]'s image, except that a DICOM image goes through
+/// [`dicom::DicomImage::model_plane`], which reduces it on its stored values, before the grey
+/// mapping, without a full-resolution grey image (the same tensor when it needs no reduction).
 pub fn prepare(
     bytes: &[u8],
     limits: &DecodeLimits,

@@ -3,21 +3,28 @@
 //! Steps (training's `training/mammo_train/preprocess.py` does the same; a parity test holds
 //! them together):
 //! 1. One grey channel in [0, 1] ([`Grey`]; decoding made it).
-//! 2. The full-field steps the model was trained with (`mammo.preprocess`), in this order:
+//! 2. A large image is first reduced by an integer factor k, each k×k block averaged
+//!    ([`reduction`], [`reduce`]): k is the largest that leaves the shorter side at least twice
+//!    the model input, so a 2600×4700 detector image is read by every later step at 520×940
+//!    (k = 5 for 224), while images up to twice the input, such as the 224-pixel training
+//!    images, are left as they are (k = 1). DICOM images are reduced on their stored values,
+//!    before the grey mapping (`dicom::StoredImage::grey`).
+//! 3. The full-field steps the model was trained with (`mammo.preprocess`), in this order:
 //!    `crop_breast` (crop to the breast, see [`breast_box`]), `orient_left` (chest wall on the
 //!    left, see [`chest_wall_on_right`]) and `pad_square` (keep the aspect ratio and pad with
 //!    black to a square). Without `pad_square` the image is stretched to the model input.
-//! 3. Resize with the metadata's filter (fast_image_resize, SIMD), skipped when sizes match.
+//! 4. Resize with the metadata's filter (fast_image_resize, SIMD), skipped when sizes match.
 //!    With `pad_square` the crop is scaled so that its longer side fits and is then placed on
 //!    a black square (against the left edge when tall, centred vertically when wide): the
 //!    same as padding first and resizing after, without resizing the padding. Flipping after
 //!    the resize equals flipping before it, as the filters are symmetric.
-//! 4. Repeat the grey plane into 3 channels and normalise each with `(x - mean[c]) / std[c]`.
+//! 5. Repeat the grey plane into 3 channels and normalise each with `(x - mean[c]) / std[c]`.
 
 use super::grey::{Grey, Laterality};
 use fast_image_resize::images::{TypedCroppedImage, TypedImage, TypedImageRef};
 use fast_image_resize::pixels::F32;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use std::ops::AddAssign;
 use std::str::FromStr;
 
 /// Resampling filter named by `mammo.resize`.
@@ -96,22 +103,6 @@ impl FromStr for FullField {
 }
 
 impl FullField {
-    /// The region of a `width` × `height` image the model reads: with `crop_breast`, the box
-    /// `find_breast` gives (the whole image when it finds none); else the whole image, without
-    /// calling `find_breast`.
-    pub fn region<E>(
-        self,
-        width: u32,
-        height: u32,
-        find_breast: impl FnOnce() -> Result<Option<Region>, E>,
-    ) -> Result<Region, E> {
-        let all = Region::all(width, height);
-        if !self.crop_breast {
-            return Ok(all);
-        }
-        Ok(find_breast()?.unwrap_or(all))
-    }
-
     /// The step names, in pipeline order.
     pub fn names(self) -> Vec<&'static str> {
         [
@@ -147,7 +138,7 @@ impl Preprocessing {
 }
 
 /// Grey level above which a pixel counts as tissue (after the grey mapping to [0, 1]).
-pub const TISSUE: f32 = 0.1;
+const TISSUE: f32 = 0.1;
 /// A row (column) belongs to the breast when more than 1/`MIN_RUN_SHARE` of it is tissue.
 const MIN_RUN_SHARE: u64 = 50;
 
@@ -190,16 +181,106 @@ fn longest_run(flags: impl Iterator<Item = bool>) -> Option<(usize, usize)> {
     best
 }
 
+/// The largest reduction factor: block sums of 16-bit stored values stay within `i32`.
+const MAX_REDUCTION: u32 = 128;
+
+/// The factor k by which a `width` × `height` image is reduced before the full-field steps:
+/// the largest that keeps its shorter side at least twice the model input's longer side
+/// (at most [`MAX_REDUCTION`]); 1 for images up to twice the input.
+pub fn reduction(width: u32, height: u32, p: &Preprocessing) -> u32 {
+    let side = 2 * p.width.max(p.height).max(1);
+    (width.min(height) / side).clamp(1, MAX_REDUCTION)
+}
+
+/// Sums over the k×k blocks of an image given row by row: each row is added into a band of
+/// column sums, and every k rows the band's k-column groups are summed into one row of blocks.
+/// The last width mod k columns and height mod k rows fall outside every block.
+pub struct BlockSums<T> {
+    k: usize,
+    band: Vec<T>,
+    rows_in_band: usize,
+    width: u32,
+    sums: Vec<T>,
+}
+
+impl<T: Copy + Default + AddAssign> BlockSums<T> {
+    /// Empty sums for an image `width` pixels wide, blocks of `k` × `k` (k ≥ 1).
+    pub fn new(width: u32, k: u32) -> Self {
+        BlockSums {
+            k: k as usize,
+            band: vec![T::default(); width as usize],
+            rows_in_band: 0,
+            width: width / k,
+            sums: Vec::new(),
+        }
+    }
+
+    /// Adds the next row (`width` values).
+    pub fn add_row(&mut self, row: &[T]) {
+        self.add_row_by(|band| {
+            for (sum, &v) in band.iter_mut().zip(row) {
+                *sum += v;
+            }
+        });
+    }
+
+    /// Adds the next row, which `add` adds into the band of column sums (`width` of them): for
+    /// callers that compute each value as they add it.
+    pub fn add_row_by(&mut self, add: impl FnOnce(&mut [T])) {
+        add(&mut self.band);
+        self.rows_in_band += 1;
+        if self.rows_in_band == self.k {
+            Self::push_blocks(&mut self.sums, &self.band, self.k, self.width);
+            self.band.fill(T::default());
+            self.rows_in_band = 0;
+        }
+    }
+
+    /// Adds the next k rows at once, given as their `width` / k block sums.
+    pub fn add_blocks(&mut self, blocks: impl Iterator<Item = T>) {
+        self.sums.extend(blocks.take(self.width as usize));
+    }
+
+    /// Appends a row of `blocks` block sums from a band's column sums.
+    fn push_blocks(sums: &mut Vec<T>, band: &[T], k: usize, blocks: u32) {
+        let start = sums.len();
+        sums.resize(start + blocks as usize, T::default());
+        for (block, group) in sums[start..].iter_mut().zip(band.chunks_exact(k)) {
+            for &v in group {
+                *block += v;
+            }
+        }
+    }
+
+    /// Width and height in blocks, and the block sums row by row.
+    pub fn finish(self) -> (u32, u32, Vec<T>) {
+        let height = self.sums.len() as u32 / self.width.max(1);
+        (self.width, height, self.sums)
+    }
+}
+
+/// `grey` reduced by `k`: the mean of each k×k block ([`BlockSums`]).
+pub fn reduce(grey: &Grey, k: u32) -> Grey {
+    let mut sums = BlockSums::new(grey.width, k);
+    for row in grey.pixels.chunks_exact(grey.width as usize) {
+        sums.add_row(row);
+    }
+    let (width, height, sums) = sums.finish();
+    let area = (k * k) as f32;
+    let pixels = sums.into_iter().map(|s| s / area).collect();
+    Grey::new(width, height, pixels).expect("k leaves at least one block each way")
+}
+
 /// Tissue pixels per row and per column of an image, gathered row by row.
 #[derive(Debug, Clone)]
-pub struct TissueCounts {
+struct TissueCounts {
     rows: Vec<u32>,
     cols: Vec<u32>,
 }
 
 impl TissueCounts {
     /// Zero counts for a `width` × `height` image.
-    pub fn new(width: u32, height: u32) -> Self {
+    fn new(width: u32, height: u32) -> Self {
         TissueCounts {
             rows: vec![0; height as usize],
             cols: vec![0; width as usize],
@@ -207,7 +288,7 @@ impl TissueCounts {
     }
 
     /// Counts row `y`, one value per column, each tissue when `is_tissue` says so.
-    pub fn add_row<T: Copy>(&mut self, y: usize, row: &[T], is_tissue: impl Fn(T) -> bool) {
+    fn add_row<T: Copy>(&mut self, y: usize, row: &[T], is_tissue: impl Fn(T) -> bool) {
         let mut count = 0;
         for (col, &v) in self.cols.iter_mut().zip(row) {
             let tissue = u32::from(is_tissue(v));
@@ -221,7 +302,7 @@ impl TissueCounts {
     /// the longest unbroken run of breast rows and of breast columns, which leaves out empty
     /// detector area and markers separated from the breast by background. `None` when no row
     /// or column qualifies (an empty image).
-    pub fn region(&self) -> Option<Region> {
+    fn region(&self) -> Option<Region> {
         let (w, h) = (self.cols.len() as u64, self.rows.len() as u64);
         let rows = longest_run(self.rows.iter().map(|&c| c as u64 * MIN_RUN_SHARE > w))?;
         let cols = longest_run(self.cols.iter().map(|&c| c as u64 * MIN_RUN_SHARE > h))?;
@@ -297,22 +378,14 @@ fn resize(grey: &Grey, region: Region, width: u32, height: u32, filter: ResizeFi
     out.pixels().iter().map(|p| p.0).collect()
 }
 
-/// The height × width grey plane the model sees, after the full-field steps and the resize.
+/// The height × width grey plane the model sees from an image already reduced ([`reduce`]):
+/// the full-field steps and the resize.
 pub fn model_plane(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessing) -> Vec<f32> {
-    let Ok(region) = p.steps.region(grey.width, grey.height, || {
-        Ok::<_, std::convert::Infallible>(breast_box(grey))
-    });
-    plane_of(grey, region, laterality, p)
-}
-
-/// The model's plane from `region` of `grey` (already the breast box when cropping): the
-/// orientation, the resize and the padding.
-pub fn plane_of(
-    grey: &Grey,
-    region: Region,
-    laterality: Option<Laterality>,
-    p: &Preprocessing,
-) -> Vec<f32> {
+    let region = if p.steps.crop_breast {
+        breast_box(grey).unwrap_or(Region::all(grey.width, grey.height))
+    } else {
+        Region::all(grey.width, grey.height)
+    };
     let flip = p.steps.orient_left && chest_wall_on_right(grey, region, laterality);
     // Metadata refuses pad_square for a non-square input, so p.width == p.height here.
     let (h, w) = if p.steps.pad_square {
@@ -338,9 +411,14 @@ pub fn plane_of(
     canvas
 }
 
-/// Turns a grey image into the model's input tensor, CHW, `3 * H * W` floats.
+/// Turns a grey image into the model's input tensor, CHW, `3 * H * W` floats: reduced by
+/// [`reduction`], then [`model_plane`] and [`normalise`].
 pub fn preprocess(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessing) -> Vec<f32> {
-    normalise(&model_plane(grey, laterality, p), p)
+    let plane = match reduction(grey.width, grey.height, p) {
+        1 => model_plane(grey, laterality, p),
+        k => model_plane(&reduce(grey, k), laterality, p),
+    };
+    normalise(&plane, p)
 }
 
 /// The model's plane repeated into 3 channels, each normalised with `(x - mean[c]) / std[c]`.
@@ -399,6 +477,27 @@ mod tests {
         let t = preprocess(&img, None, &p);
         assert_eq!(t.len(), 3 * 20 * 10);
         assert!(t.iter().take(200).all(|v| v.abs() < 1e-5), "(0.5-0.5)/0.5");
+    }
+
+    #[test]
+    fn large_images_are_reduced_by_block_means_before_the_steps() {
+        let p = prep(224);
+        assert_eq!(reduction(224, 224, &p), 1, "training images as they are");
+        assert_eq!(reduction(895, 4000, &p), 1);
+        assert_eq!(reduction(896, 4000, &p), 2);
+        assert_eq!(reduction(2600, 4700, &p), 5);
+        assert_eq!(reduction(60_000, 60_000, &prep(1)), MAX_REDUCTION);
+        // 7 × 5 by 2: blocks of 2 × 2; the last column and row are left out.
+        let img = grey(7, 5, |x, y| (y * 7 + x) as f32);
+        let small = reduce(&img, 2);
+        assert_eq!((small.width, small.height), (3, 2));
+        for (b, &v) in small.pixels.iter().enumerate() {
+            let (x, y) = (b % 3 * 2, b / 3 * 2);
+            let at = |dx, dy| img.pixels[(y + dy) * 7 + x + dx];
+            let mean = (at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1)) / 4.0;
+            assert_eq!(v, mean, "block {b}");
+        }
+        assert_eq!(reduce(&img, 1), img);
     }
 
     #[test]

@@ -1,8 +1,13 @@
 """Image → model input, exactly as the Rust server's `imaging` module does it:
-grey in [0, 1] (8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma, alpha ignored), then the
-model's full-field steps (`mammo.preprocess`, any of `crop_breast`, `orient_left`, `pad_square`,
+grey in [0, 1] (8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma, alpha ignored), a large
+image reduced by block means (below), then the model's full-field steps (`mammo.preprocess`, any of `crop_breast`, `orient_left`, `pad_square`,
 in that order), bilinear resize to the model input when the size differs, 3 equal channels,
 (x - mean) / std.
+
+Reduction: an image whose shorter side is at least 2k times the model input (k ≥ 2, at most
+128) is first reduced to the means of its k×k blocks, k the largest such; the last
+width mod k columns and height mod k rows are dropped. The 224-pixel training images are never
+reduced (k = 1); a 2600×4700 detector image is read at 520×940 for a 224 input.
 
 Full-field steps (see the README's "Full-field preprocessing"):
 - crop_breast: tissue is grey > 0.1; a row (column) is breast when more than 1/50 of it is
@@ -25,6 +30,7 @@ LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 STEPS = ("crop_breast", "orient_left", "pad_square")
 TISSUE = np.float32(0.1)
 MIN_RUN_SHARE = 50  # a row/column is breast when tissue count * 50 > its length
+MAX_REDUCTION = 128
 
 
 def grey01(path: Path) -> np.ndarray:
@@ -49,6 +55,20 @@ def parse_steps(text: str) -> list[str]:
     if unknown:
         raise ValueError(f"unknown preprocessing step(s) {unknown}; known: {', '.join(STEPS)}")
     return [s for s in STEPS if s in names]
+
+
+def reduction(h: int, w: int, size: int) -> int:
+    """The block size k a h×w image is reduced by for a size×size model input (1: not at all)."""
+    return min(max(min(h, w) // (2 * size), 1), MAX_REDUCTION)
+
+
+def reduce(g: np.ndarray, size: int) -> np.ndarray:
+    k = reduction(*g.shape, size)
+    if k == 1:
+        return g
+    h, w = g.shape[0] // k, g.shape[1] // k
+    blocks = g[:h * k, :w * k].astype(np.float64).reshape(h, k, w, k)
+    return (blocks.sum(axis=(1, 3)) / (k * k)).astype(np.float32)
 
 
 def longest_run(flags: np.ndarray) -> tuple[int, int] | None:
@@ -95,7 +115,8 @@ def resize(g: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def model_grey(g: np.ndarray, size: int, steps: list[str], laterality: str | None = None) -> np.ndarray:
-    """The size×size grey plane the model sees: crop, scale, flip and place on the square.
+    """The size×size grey plane the model sees from an image already reduced: crop, scale, flip
+    and place on the square.
     Scaling the (cropped) image to fit and then padding is pad-then-resize without resizing the
     padding; flipping after the resize equals flipping before it (the filter is symmetric)."""
     if "crop_breast" in steps:
@@ -116,7 +137,7 @@ def model_grey(g: np.ndarray, size: int, steps: list[str], laterality: str | Non
 def to_input(path: Path, size: int, mean: list[float], std: list[float], steps: list[str] = (),
              laterality: str | None = None) -> np.ndarray:
     """3×size×size float32 tensor."""
-    g = model_grey(grey01(path), size, list(steps), laterality)
+    g = model_grey(reduce(grey01(path), size), size, list(steps), laterality)
     return np.stack([(g - m) / s for m, s in zip(mean, std)]).astype(np.float32)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mammo_train.preprocess import chest_wall_on_right, crop_breast, fit_size, model_grey, parse_steps
+from mammo_train.preprocess import chest_wall_on_right, crop_breast, fit_size, model_grey, parse_steps, reduce, reduction
 
 
 def test_steps_parse_in_pipeline_order_and_unknown_names_fail():
@@ -38,3 +38,12 @@ def test_a_tall_breast_is_cropped_flipped_and_padded_to_the_left():
     wide = model_grey(np.ones((40, 80), np.float32), 8, ["pad_square"])
     assert wide[:, 0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
     assert fit_size(4084, 3328, 224) == (224, 183)
+
+
+def test_large_images_are_reduced_by_block_means():
+    assert reduction(224, 224, 224) == 1 and reduction(896, 4000, 224) == 2 and reduction(2600, 4700, 224) == 5
+    g = np.arange(35, dtype=np.float32).reshape(5, 7)
+    small = reduce(g, 1)  # k = 5 // 2 = 2: blocks of 2 × 2, the last row and column dropped
+    assert small.shape == (2, 3)
+    assert small[1, 2] == (g[2, 4] + g[2, 5] + g[3, 4] + g[3, 5]) / 4
+    assert reduce(g, 3) is g
