@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Decode + preprocess time of a full-field DICOM mammogram (issue #6's speed check):
 # makes a 2600×4700 16-bit RLE Lossless MG image from a fixture mammogram (pydicom, into
-# bench/), times each stage on one thread (examples/bench_dicom.rs) and redraws the
+# bench/), times each stage and prepare's CPU (examples/bench_dicom.rs) and redraws the
 # before/after picture in docs/. Usage: scripts/bench_dicom.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
