@@ -230,7 +230,14 @@ impl<T: Copy + Default + AddAssign> BlockSums<T> {
         add(&mut self.band);
         self.rows_in_band += 1;
         if self.rows_in_band == self.k {
-            Self::push_blocks(&mut self.sums, &self.band, self.k, self.width);
+            let start = self.sums.len();
+            self.sums.resize(start + self.width as usize, T::default());
+            let blocks = self.sums[start..].iter_mut();
+            for (block, group) in blocks.zip(self.band.chunks_exact(self.k)) {
+                for &v in group {
+                    *block += v;
+                }
+            }
             self.band.fill(T::default());
             self.rows_in_band = 0;
         }
@@ -239,17 +246,6 @@ impl<T: Copy + Default + AddAssign> BlockSums<T> {
     /// Adds the next k rows at once, given as their `width` / k block sums.
     pub fn add_blocks(&mut self, blocks: impl Iterator<Item = T>) {
         self.sums.extend(blocks.take(self.width as usize));
-    }
-
-    /// Appends a row of `blocks` block sums from a band's column sums.
-    fn push_blocks(sums: &mut Vec<T>, band: &[T], k: usize, blocks: u32) {
-        let start = sums.len();
-        sums.resize(start + blocks as usize, T::default());
-        for (block, group) in sums[start..].iter_mut().zip(band.chunks_exact(k)) {
-            for &v in group {
-                *block += v;
-            }
-        }
     }
 
     /// Width and height in blocks, and the block sums row by row.
