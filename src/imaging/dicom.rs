@@ -538,19 +538,17 @@ impl StoredImage<'_> {
     /// (sign-extended; rounded half away from zero to a stored value) through the grey table.
     /// One pass over the pixels; `k` = 1 maps every pixel as it is.
     pub fn grey(&self, k: u32) -> Result<Grey, ImageError> {
-        let (width, height, sums) = self.block_sums(k)?;
-        let area = (k * k) as i64;
-        // Rounded half away from zero, in integers.
-        let means: Vec<i64> = sums
-            .iter()
-            .map(|&s| (2 * s.unsigned_abs() as i64 + area) / (2 * area) * (s as i64).signum())
-            .collect();
+        let (width, height, mut means) = self.block_sums(k)?;
+        let per_pixel = 1.0 / (k * k) as f64;
+        for m in &mut means {
+            *m = rounded_mean(*m, per_pixel);
+        }
         let voi = match &self.voi {
             Some(voi) => voi,
             None => &self.value_range(&means),
         };
         let table = self.map.table(voi);
-        let mask = self.map.mask as i64;
+        let mask = self.map.mask as i32;
         let pixels = means.iter().map(|&m| table[(m & mask) as usize]).collect();
         Grey::new(width, height, pixels).ok_or_else(|| corrupt("the image has no pixels"))
     }
@@ -558,7 +556,7 @@ impl StoredImage<'_> {
     /// The sums of the sign-extended stored values over each k×k block ([`BlockSums`]):
     /// width and height in blocks, and the sums row by row.
     fn block_sums(&self, k: u32) -> Result<(u32, u32, Vec<i32>), ImageError> {
-        let mut sums = BlockSums::<i32>::new(self.width, k);
+        let mut sums = BlockSums::<i32>::new(self.width, self.height, k);
         match &self.pixels {
             Pixels::Rle(frame) => {
                 // A value is 256 × high + low (their bits masked), less 2^Bits Stored when its
@@ -599,16 +597,25 @@ impl StoredImage<'_> {
 
     /// The VOI of an image without one: the range of its modality values (`stored`, the
     /// sign-extended stored values).
-    fn value_range(&self, stored: &[i64]) -> Voi {
+    fn value_range(&self, stored: &[i32]) -> Voi {
         let lo = stored.iter().copied().min().unwrap_or(0);
         let hi = stored.iter().copied().max().unwrap_or(0);
         // The rescale is linear, so the stored extremes give the modality extremes.
-        let ends = [lo, hi].map(|v| self.map.rescale(v));
+        let ends = [lo, hi].map(|v| self.map.rescale(v as i64));
         Voi::Range {
             low: ends[0].min(ends[1]),
             high: ends[0].max(ends[1]),
         }
     }
+}
+
+/// `sum` × `per_pixel` (1 / k²: a block's mean), rounded half away from zero. Exact: a mean
+/// that is no tie lies at least 1/k² (≥ 6e-5 for k ≤ 128) from one, far more than the nudge
+/// (1e-9) that carries ties past the product's rounding error (< 1e-11); and quick, as the
+/// loop over a reduced image vectorises (no integer division).
+fn rounded_mean(sum: i32, per_pixel: f64) -> i32 {
+    let mean = sum as f64 * per_pixel;
+    (mean + (0.5 + 1e-9f64).copysign(mean)) as i32
 }
 
 /// Pixel data in any other transfer syntax, decoded by dicom-pixeldata into table indices.
@@ -747,6 +754,27 @@ mod tests {
                 want,
                 "{what}"
             );
+        }
+    }
+
+    #[test]
+    fn block_means_round_half_away_from_zero_exactly() {
+        for k in 1..=128i64 {
+            let area = k * k;
+            let per_pixel = 1.0 / area as f64;
+            let extreme = 65535 * area;
+            // Every tie and its neighbours near 0 and the largest sums, and a spread between.
+            let sums = (-3 * area..3 * area)
+                .chain(extreme - 3 * area..=extreme)
+                .chain((-32768 * area..=extreme).step_by(7919));
+            for sum in sums {
+                let exact = (2 * sum.abs() + area) / (2 * area) * sum.signum();
+                assert_eq!(
+                    rounded_mean(sum as i32, per_pixel) as i64,
+                    exact,
+                    "{sum}/{area}"
+                );
+            }
         }
     }
 

@@ -204,14 +204,14 @@ pub struct BlockSums<T> {
 }
 
 impl<T: Copy + Default + AddAssign> BlockSums<T> {
-    /// Empty sums for an image `width` pixels wide, blocks of `k` × `k` (k ≥ 1).
-    pub fn new(width: u32, k: u32) -> Self {
+    /// Empty sums for a `width` × `height` image, blocks of `k` × `k` (k ≥ 1).
+    pub fn new(width: u32, height: u32, k: u32) -> Self {
         BlockSums {
             k: k as usize,
             band: vec![T::default(); width as usize],
             rows_in_band: 0,
             width: width / k,
-            sums: Vec::new(),
+            sums: Vec::with_capacity((width / k) as usize * (height / k) as usize),
         }
     }
 
@@ -257,7 +257,7 @@ impl<T: Copy + Default + AddAssign> BlockSums<T> {
 
 /// `grey` reduced by `k`: the mean of each k×k block ([`BlockSums`]).
 pub fn reduce(grey: &Grey, k: u32) -> Grey {
-    let mut sums = BlockSums::new(grey.width, k);
+    let mut sums = BlockSums::new(grey.width, grey.height, k);
     for row in grey.pixels.chunks_exact(grey.width as usize) {
         sums.add_row(row);
     }

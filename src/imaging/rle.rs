@@ -1,7 +1,7 @@
 //! DICOM RLE Lossless (PS3.5 Annex G), single frame, one sample per pixel, decoded row by row
 //! straight into per-column sums over bands of rows: what a k×k block mean needs
 //! (`dicom::StoredImage::grey`). The frame's PackBits segments (one per byte of a sample, most
-//! significant first) are summed apart, the low one on a second thread: a 16-bit value is
+//! significant first) are summed apart, the high one on a second thread: a 16-bit value is
 //! 256 × high + low, so the block sums of values follow from the segments' own sums. No plane
 //! of the image is ever held, only a few kilobytes of rows and sums.
 //!
@@ -69,9 +69,8 @@ impl<'a> Frame<'a> {
     /// Sums each segment's bytes over the k×k blocks of each band of `k` rows ([`Blocks`],
     /// the bytes read as `roles` say, high segment first) and calls `f(high, low)` with each
     /// whole band's sums, top to bottom (`high` is `None` for 1-byte samples). Rows past the
-    /// last whole band are not read. With two segments the low one (most of the bytes) is
-    /// decoded and summed on a second thread ([`Self::helper`]) while this one does the high
-    /// one and calls `f`.
+    /// last whole band are not read. With two segments the high one is decoded and summed on
+    /// a second thread ([`Self::helper`]) while this one does the low one and calls `f`.
     pub fn band_sums(
         &self,
         k: usize,
@@ -79,9 +78,9 @@ impl<'a> Frame<'a> {
         mut f: impl FnMut(Option<&Blocks>, &Blocks),
     ) -> Result<(), String> {
         let (width, bands) = (self.width, self.height / k);
-        let mut own = Blocks::new(width, k);
         match (self.segments.as_slice(), roles) {
             (&[low], &[role]) => {
+                let mut own = Blocks::new(width, k);
                 let mut low = Summer::new(low, width, k);
                 for band in 0..bands {
                     low.band(band, role, &mut own).map_err(at(0))?;
@@ -97,19 +96,23 @@ impl<'a> Frame<'a> {
                     let batch = (0..per_batch).map(|_| Blocks::new(width, k)).collect();
                     to_fill.send(batch).expect("room for every batch in flight");
                 }
-                let low = Summer::new(low, width, k);
+                let high = Summer::new(high, width, k);
                 let batches = (0..bands)
                     .step_by(per_batch)
                     .map(move |b| b..(b + per_batch).min(bands));
-                scope.spawn(move || Self::helper(low, batches, low_role, empty, to_read));
-                let mut high = Summer::new(high, width, k);
+                scope.spawn(move || Self::helper(high, batches, high_role, empty, to_read));
+                let mut low = Summer::new(low, width, k);
+                let mut lows: Vec<Blocks> = (0..per_batch).map(|_| Blocks::new(width, k)).collect();
                 for first in (0..bands).step_by(per_batch) {
+                    // This thread's own batch first: the helper may still be starting.
+                    for (band, own) in (first..bands).zip(lows.iter_mut()) {
+                        low.band(band, low_role, own).map_err(at(1))?;
+                    }
                     let batch: Vec<Blocks> = full
                         .recv()
-                        .map_err(|_| "the low-byte decoder stopped".to_string())??;
-                    for (band, low) in (first..bands).zip(&batch) {
-                        high.band(band, high_role, &mut own).map_err(at(0))?;
-                        f(Some(&own), low);
+                        .map_err(|_| "the high-byte decoder stopped".to_string())??;
+                    for (high, low) in batch.iter().zip(&lows).take(bands - first) {
+                        f(Some(high), low);
                     }
                     // The helper may have finished already: then nobody takes it back.
                     to_fill.send(batch).ok();
@@ -122,11 +125,11 @@ impl<'a> Frame<'a> {
         }
     }
 
-    /// Sums the low segment's `batches` of bands into sums taken from `empty` and handed to
+    /// Sums the high segment's `batches` of bands into sums taken from `empty` and handed to
     /// `full`, until the last batch, an error (handed on) or the reader going away. (Bands go
     /// in batches: a band of a few rows takes less time than waking the other thread.)
     fn helper(
-        mut low: Summer,
+        mut high: Summer,
         batches: impl Iterator<Item = std::ops::Range<usize>>,
         role: ByteRole,
         empty: Receiver<Vec<Blocks>>,
@@ -136,9 +139,9 @@ impl<'a> Frame<'a> {
             let Ok(mut batch) = empty.recv() else { return };
             let summed = bands
                 .zip(batch.iter_mut())
-                .try_for_each(|(band, sums)| low.band(band, role, sums))
+                .try_for_each(|(band, sums)| high.band(band, role, sums))
                 .map(|()| batch)
-                .map_err(at(1));
+                .map_err(at(0));
             let failed = summed.is_err();
             if full.send(summed).is_err() || failed {
                 return;
@@ -219,14 +222,32 @@ impl<'a> Summer<'a> {
     }
 }
 
-/// `out[j]` = the sum of `columns[j·k .. (j+1)·k]`.
+/// `out[j]` = the sum of `columns[j·k .. (j+1)·k]`; unrolled for the usual k (a full-field
+/// image for a 224-pixel input has k = 4–7).
 fn group_sums(columns: &[u16], k: usize, out: &mut [u32]) {
-    for (o, group) in out.iter_mut().zip(columns.chunks_exact(k)) {
+    match k {
+        2 => groups::<2>(columns, out),
+        3 => groups::<3>(columns, out),
+        4 => groups::<4>(columns, out),
+        5 => groups::<5>(columns, out),
+        6 => groups::<6>(columns, out),
+        7 => groups::<7>(columns, out),
+        8 => groups::<8>(columns, out),
+        _ => {
+            for (o, group) in out.iter_mut().zip(columns.chunks_exact(k)) {
+                *o = group.iter().map(|&c| c as u32).sum();
+            }
+        }
+    }
+}
+
+fn groups<const K: usize>(columns: &[u16], out: &mut [u32]) {
+    for (o, group) in out.iter_mut().zip(columns.as_chunks::<K>().0) {
         *o = group.iter().map(|&c| c as u32).sum();
     }
 }
 
-/// Batches of low-byte block sums in flight between the two decoding threads, and about how
+/// Batches of high-byte block sums in flight between the two decoding threads, and about how
 /// many bytes of rows a batch covers.
 const IN_FLIGHT: usize = 8;
 const BATCH_BYTES: usize = 256 << 10;
