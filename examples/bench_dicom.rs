@@ -4,17 +4,23 @@
 //! and mapped to grey, then the breast box, orientation, resize to 224×224 and padding of that
 //! reduced image. Wall time per call, and for `prepare` also the CPU time of the process per
 //! call (both threads; Linux `/proc`). dicom-rs's own parse + decompress (one thread) is timed
-//! beside it for comparison.
+//! beside it for comparison, and so is one inference of the shipped model on the prepared
+//! tensor, through the server's engine with its default settings: the yardstick of issue #6,
+//! measured in the same minute (this VM's speed drifts).
 //!
 //! `cargo run --release --example bench_dicom -- FILE.dcm [RUNS] [PICTURE.png]`
+//! (the preprocessing is the shipped model's, `models/mammo.onnx`)
 //! (scripts/bench_dicom.sh makes a 2600×4700 16-bit RLE image and runs this.) With PICTURE,
 //! also draws the image as decoded (the breast box in red) beside what the model sees.
 
+use clap::Parser;
 use dicom_object::file::ReadPreamble;
 use dicom_object::OpenFileOptions;
 use dicom_pixeldata::PixelDecoder;
 use image::{Rgb, RgbImage};
-use mammo_serve::imaging::{self, dicom, DecodeLimits, Grey, Preprocessing, Region, ResizeFilter};
+use mammo_serve::config::{Config, DEFAULT_MODEL};
+use mammo_serve::engine::{self, Engine};
+use mammo_serve::imaging::{self, dicom, Grey, Region};
 use std::time::{Duration, Instant};
 
 fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
@@ -53,17 +59,13 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: bench_dicom FILE.dcm [RUNS]"))?;
     let runs: usize = args.get(2).map_or(Ok(20), |s| s.parse())?;
     let bytes = std::fs::read(path)?;
-    let limits = DecodeLimits::default();
-    let prep = Preprocessing {
-        height: 224,
-        width: 224,
-        mean: [0.498; 3],
-        std: [0.502; 3],
-        resize: ResizeFilter::Bilinear,
-        steps: "crop_breast,orient_left,pad_square"
-            .parse()
-            .map_err(anyhow::Error::msg)?,
-    };
+    let config =
+        Config::try_parse_from(["bench_dicom", "--device", "cpu", "--model", DEFAULT_MODEL])?;
+    let limits = config.decode_limits();
+    let env = engine::environment(&config.ort_lib)?;
+    let engine = Engine::load(&env, &config.engine(), Default::default())?;
+    let prep = engine.info().metadata.preprocessing.clone();
+    let runtime = tokio::runtime::Runtime::new()?;
 
     let image = dicom::decode(&bytes, &limits)?;
     let info = image.info.clone();
@@ -113,6 +115,12 @@ fn main() -> anyhow::Result<()> {
             }),
         ),
     ];
+    let tensor = imaging::prepare(&bytes, &limits, &prep)?.tensor;
+    let inference = time(runs, || {
+        runtime
+            .block_on(engine.infer(vec![tensor.clone()], None))
+            .expect("infers")
+    });
     let calls = runs.max(100);
     let (cpu, wall) = (cpu_time()?, Instant::now());
     for _ in 0..calls {
@@ -126,6 +134,10 @@ fn main() -> anyhow::Result<()> {
     }
     let total = stages[stages.len() - 1].1;
     println!("prepare over {calls} more calls: {mean_ms:.1} ms wall, {cpu_ms:.1} ms CPU a call");
+    println!(
+        "one inference of {DEFAULT_MODEL} (server defaults, CPU), p50 / p90 ms: {:.1} / {:.1}",
+        inference.0, inference.1
+    );
     println!("decode_preprocess_p50_ms={:.1}", total.0);
     if let Some(out) = args.get(3) {
         let full = region.map(|r| Region {

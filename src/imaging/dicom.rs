@@ -549,7 +549,12 @@ impl StoredImage<'_> {
         };
         let table = self.map.table(voi);
         let mask = self.map.mask as i32;
-        let pixels = means.iter().map(|&m| table[(m & mask) as usize]).collect();
+        // Into the same allocation (in-place collect: i32 and f32 have one size): a fresh
+        // 2 MB buffer costs ~0.5 ms of page faults here.
+        let pixels = means
+            .into_iter()
+            .map(|m| table[(m & mask) as usize])
+            .collect();
         Grey::new(width, height, pixels).ok_or_else(|| corrupt("the image has no pixels"))
     }
 
