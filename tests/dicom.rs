@@ -209,6 +209,15 @@ fn large_images_are_reduced_on_their_stored_values_before_the_grey_mapping() {
         assert!((v as f64 - want).abs() < 1e-6, "block {b}: {v} vs {want}");
     }
     assert!(reduced.pixels.contains(&0.0) && reduced.pixels.contains(&1.0));
+    // Without a VOI, the range of the reduced image's own values: 33 to 128·31 + 2·31 + 33.
+    let bytes = dicom("voi_stored_range.dcm");
+    let image = imaging::dicom::decode(&bytes, &limits).unwrap();
+    let reduced = image.stored.grey(2).unwrap();
+    for (b, &v) in reduced.pixels.iter().enumerate() {
+        let (x, y) = ((b % 32) as f64, (b / 32) as f64);
+        let want = (128.0 * y + 2.0 * x + 33.0 - 33.0) / (4063.0 - 33.0);
+        assert!((v as f64 - want).abs() < 1e-6, "block {b}: {v} vs {want}");
+    }
 
     // Every lossless transfer syntax reduces to the same grey (RLE by its own block sums,
     // the others from decoded pixels); so does the whole of `prepare` at a 64-pixel input

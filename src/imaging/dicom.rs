@@ -538,55 +538,68 @@ impl StoredImage<'_> {
     /// (sign-extended; rounded half away from zero to a stored value) through the grey table.
     /// One pass over the pixels; `k` = 1 maps every pixel as it is.
     pub fn grey(&self, k: u32) -> Result<Grey, ImageError> {
-        let (width, height, mut means) = self.block_sums(k)?;
-        let per_pixel = 1.0 / (k * k) as f64;
-        for m in &mut means {
-            *m = rounded_mean(*m, per_pixel);
-        }
-        let voi = match &self.voi {
-            Some(voi) => voi,
-            None => &self.value_range(&means),
+        let (per_pixel, mask) = (1.0 / (k * k) as f64, self.map.mask as i32);
+        let blocks = (self.width / k) as usize * (self.height / k) as usize;
+        let (width, height, pixels) = match &self.voi {
+            // The table does not depend on the pixels: each row of blocks is rounded and
+            // mapped as soon as its band is summed, while the helper still decodes.
+            Some(voi) => {
+                let (mut table, mut pixels) = (None, Vec::with_capacity(blocks));
+                let (width, height) = self.block_rows(k, |row| {
+                    let table = table.get_or_insert_with(|| self.map.table(voi));
+                    let grey = |&s: &i32| table[(rounded_mean(s, per_pixel) & mask) as usize];
+                    pixels.extend(row.iter().map(grey));
+                })?;
+                (width, height, pixels)
+            }
+            // Without a VOI the table waits for the reduced image's range.
+            None => {
+                let mut means = Vec::with_capacity(blocks);
+                let (width, height) = self.block_rows(k, |row| {
+                    means.extend(row.iter().map(|&s| rounded_mean(s, per_pixel)))
+                })?;
+                let table = self.map.table(&self.value_range(&means));
+                // Into the same allocation (in-place collect: i32 and f32 have one size).
+                let pixels = means
+                    .into_iter()
+                    .map(|m| table[(m & mask) as usize])
+                    .collect();
+                (width, height, pixels)
+            }
         };
-        let table = self.map.table(voi);
-        let mask = self.map.mask as i32;
-        // Into the same allocation (in-place collect: i32 and f32 have one size): a fresh
-        // 2 MB buffer costs ~0.5 ms of page faults here.
-        let pixels = means
-            .into_iter()
-            .map(|m| table[(m & mask) as usize])
-            .collect();
         Grey::new(width, height, pixels).ok_or_else(|| corrupt("the image has no pixels"))
     }
 
-    /// The sums of the sign-extended stored values over each k×k block ([`BlockSums`]):
-    /// width and height in blocks, and the sums row by row.
-    fn block_sums(&self, k: u32) -> Result<(u32, u32, Vec<i32>), ImageError> {
-        let mut sums = BlockSums::<i32>::new(self.width, self.height, k);
+    /// Calls `row(sums)` for each row of k×k blocks, top to bottom, with the sums of the
+    /// sign-extended stored values over each block; returns the width and height in blocks.
+    fn block_rows(&self, k: u32, mut row: impl FnMut(&[i32])) -> Result<(u32, u32), ImageError> {
+        let size = (self.width / k, self.height / k);
         match &self.pixels {
             Pixels::Rle(frame) => {
                 // A value is 256 × high + low (their bits masked), less 2^Bits Stored when its
                 // sign bit is set; so are the sums of values over a block.
-                let whole = 1i64 << self.map.bits_stored;
+                let whole = 1i32 << self.map.bits_stored;
                 let roles = self.map.byte_roles();
                 let roles = &roles[2 - frame.segment_count()..];
-                let mut band = vec![0i64; (self.width / k) as usize];
+                let mut sums = vec![0i32; size.0 as usize];
                 frame
                     .band_sums(k as usize, roles, |high, low| {
                         let low = low.sums.iter().zip(&low.signs);
-                        for (v, (&s, &n)) in band.iter_mut().zip(low) {
-                            *v = s as i64 - whole * n as i64;
+                        for (v, (&s, &n)) in sums.iter_mut().zip(low) {
+                            *v = s as i32 - whole * n as i32;
                         }
                         if let Some(high) = high {
                             let high = high.sums.iter().zip(&high.signs);
-                            for (v, (&s, &n)) in band.iter_mut().zip(high) {
-                                *v += 256 * s as i64 - whole * n as i64;
+                            for (v, (&s, &n)) in sums.iter_mut().zip(high) {
+                                *v += 256 * s as i32 - whole * n as i32;
                             }
                         }
-                        sums.add_blocks(band.iter().map(|&v| v as i32));
+                        row(&sums);
                     })
                     .map_err(corrupt)?
             }
             Pixels::Indices(indices) => {
+                let mut sums = BlockSums::<i32>::new(self.width, self.height, k);
                 let sign = self.map.sign_bit();
                 for row in indices.chunks_exact(self.width as usize) {
                     sums.add_row_by(|band| {
@@ -595,9 +608,11 @@ impl StoredImage<'_> {
                         }
                     });
                 }
+                let (width, _, sums) = sums.finish();
+                sums.chunks_exact(width.max(1) as usize).for_each(row);
             }
         }
-        Ok(sums.finish())
+        Ok(size)
     }
 
     /// The VOI of an image without one: the range of its modality values (`stored`, the
@@ -749,16 +764,15 @@ mod tests {
             let want = (w as u32, h as u32, naive);
             let k = k as u32;
             let what = format!("case {case}: {width}×{height}, k {k}, {bits_stored} bits");
-            assert_eq!(
-                image(Pixels::Rle(rle)).block_sums(k).unwrap(),
-                want,
-                "{what}"
-            );
-            assert_eq!(
-                image(Pixels::Indices(decoded)).block_sums(k).unwrap(),
-                want,
-                "{what}"
-            );
+            let sums = |image: StoredImage| {
+                let mut sums = Vec::new();
+                let (w, h) = image
+                    .block_rows(k, |row| sums.extend_from_slice(row))
+                    .unwrap();
+                (w, h, sums)
+            };
+            assert_eq!(sums(image(Pixels::Rle(rle))), want, "{what}");
+            assert_eq!(sums(image(Pixels::Indices(decoded))), want, "{what}");
         }
     }
 

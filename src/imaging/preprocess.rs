@@ -243,11 +243,6 @@ impl<T: Copy + Default + AddAssign> BlockSums<T> {
         }
     }
 
-    /// Adds the next k rows at once, given as their `width` / k block sums.
-    pub fn add_blocks(&mut self, blocks: impl Iterator<Item = T>) {
-        self.sums.extend(blocks.take(self.width as usize));
-    }
-
     /// Width and height in blocks, and the block sums row by row.
     pub fn finish(self) -> (u32, u32, Vec<T>) {
         let height = self.sums.len() as u32 / self.width.max(1);
