@@ -6,7 +6,7 @@
 //! of the image is ever held, only a few kilobytes of rows and sums.
 //!
 //! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers into a whole-image
-//! buffer (72–89 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 10–11
+//! buffer (86–95 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 10–11
 //! ms for all of our decode and preprocessing in the same runs; docs/benchmarks.md).
 //! The RLE fixture decodes to exactly the uncompressed fixture's pixels (tests/dicom.rs).
 
