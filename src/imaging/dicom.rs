@@ -130,13 +130,7 @@ pub fn decode<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<DicomImage<'
                     let frame = super::rle::Frame::parse(frame, size, bytes).map_err(corrupt)?;
                     return Ok(DicomImage {
                         info: identify(&header),
-                        stored: StoredImage {
-                            width,
-                            height,
-                            pixels: Pixels::Rle(frame),
-                            map,
-                            voi: Voi::read(&header),
-                        },
+                        stored: StoredImage::new((width, height), Pixels::Rle(frame), map, &header),
                     });
                 }
             }
@@ -533,7 +527,23 @@ pub struct StoredImage<'a> {
     voi: Option<Voi>,
 }
 
-impl StoredImage<'_> {
+impl<'a> StoredImage<'a> {
+    /// A `width` × `height` image of `pixels` with `object`'s VOI, if it has one.
+    fn new(
+        (width, height): (u32, u32),
+        pixels: Pixels<'a>,
+        map: GreyMap,
+        object: &InMemDicomObject,
+    ) -> Self {
+        StoredImage {
+            width,
+            height,
+            pixels,
+            map,
+            voi: Voi::read(object),
+        }
+    }
+
     /// The image reduced by `k` and mapped to grey: each k×k block's mean stored value
     /// (sign-extended; rounded half away from zero to a stored value) through the grey table.
     /// One pass over the pixels; `k` = 1 maps every pixel as it is.
@@ -631,8 +641,9 @@ impl StoredImage<'_> {
 
 /// `sum` × `per_pixel` (1 / k²: a block's mean), rounded half away from zero. Exact: a mean
 /// that is no tie lies at least 1/k² (≥ 6e-5 for k ≤ 128) from one, far more than the nudge
-/// (1e-9) that carries ties past the product's rounding error (< 1e-11); and quick, as the
-/// loop over a reduced image vectorises (no integer division).
+/// (1e-9) that carries ties past the product's rounding error (< 1e-11). No integer division:
+/// the bench image's 0.5 M means took ~0.9 ms this way against ~2 ms with one (one
+/// instrumented run each).
 fn rounded_mean(sum: i32, per_pixel: f64) -> i32 {
     let mean = sum as f64 * per_pixel;
     (mean + (0.5 + 1e-9f64).copysign(mean)) as i32
@@ -664,13 +675,12 @@ fn decode_pixels(object: &DefaultDicomObject) -> Result<StoredImage<'static>, Im
             indices.len()
         )));
     }
-    Ok(StoredImage {
-        width,
-        height,
-        pixels: Pixels::Indices(indices),
+    Ok(StoredImage::new(
+        (width, height),
+        Pixels::Indices(indices),
         map,
-        voi: Voi::read(object),
-    })
+        object,
+    ))
 }
 
 #[cfg(test)]

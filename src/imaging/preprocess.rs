@@ -262,57 +262,29 @@ pub fn reduce(grey: &Grey, k: u32) -> Grey {
     Grey::new(width, height, pixels).expect("k leaves at least one block each way")
 }
 
-/// Tissue pixels per row and per column of an image, gathered row by row.
-#[derive(Debug, Clone)]
-struct TissueCounts {
-    rows: Vec<u32>,
-    cols: Vec<u32>,
-}
-
-impl TissueCounts {
-    /// Zero counts for a `width` × `height` image.
-    fn new(width: u32, height: u32) -> Self {
-        TissueCounts {
-            rows: vec![0; height as usize],
-            cols: vec![0; width as usize],
-        }
-    }
-
-    /// Counts row `y`, one value per column, each tissue when `is_tissue` says so.
-    fn add_row<T: Copy>(&mut self, y: usize, row: &[T], is_tissue: impl Fn(T) -> bool) {
-        let mut count = 0;
-        for (col, &v) in self.cols.iter_mut().zip(row) {
-            let tissue = u32::from(is_tissue(v));
-            count += tissue;
+/// The breast box of a grey image: a pixel is tissue when its grey is above [`TISSUE`]; a row
+/// (column) is breast when more than 1/50 of it is tissue; the box spans the longest unbroken
+/// run of breast rows and of breast columns, which leaves out empty detector area and markers
+/// separated from the breast by background. `None` when no row or column qualifies (an empty
+/// image).
+pub fn breast_box(grey: &Grey) -> Option<Region> {
+    let (w, h) = (grey.width as usize, grey.height as usize);
+    let (mut rows, mut cols) = (vec![0u64; h], vec![0u64; w]);
+    for (count, row) in rows.iter_mut().zip(grey.pixels.chunks_exact(w)) {
+        for (col, &v) in cols.iter_mut().zip(row) {
+            let tissue = u64::from(v > TISSUE);
+            *count += tissue;
             *col += tissue;
         }
-        self.rows[y] = count;
     }
-
-    /// The breast: a row (column) is breast when more than 1/50 of it is tissue; the box spans
-    /// the longest unbroken run of breast rows and of breast columns, which leaves out empty
-    /// detector area and markers separated from the breast by background. `None` when no row
-    /// or column qualifies (an empty image).
-    fn region(&self) -> Option<Region> {
-        let (w, h) = (self.cols.len() as u64, self.rows.len() as u64);
-        let rows = longest_run(self.rows.iter().map(|&c| c as u64 * MIN_RUN_SHARE > w))?;
-        let cols = longest_run(self.cols.iter().map(|&c| c as u64 * MIN_RUN_SHARE > h))?;
-        Some(Region {
-            left: cols.0 as u32,
-            top: rows.0 as u32,
-            width: (cols.1 - cols.0) as u32,
-            height: (rows.1 - rows.0) as u32,
-        })
-    }
-}
-
-/// The breast box of a grey image ([`TissueCounts::region`], tissue is grey > [`TISSUE`]).
-pub fn breast_box(grey: &Grey) -> Option<Region> {
-    let mut counts = TissueCounts::new(grey.width, grey.height);
-    for (y, row) in grey.pixels.chunks_exact(grey.width as usize).enumerate() {
-        counts.add_row(y, row, |v| v > TISSUE);
-    }
-    counts.region()
+    let rows = longest_run(rows.iter().map(|&c| c * MIN_RUN_SHARE > w as u64))?;
+    let cols = longest_run(cols.iter().map(|&c| c * MIN_RUN_SHARE > h as u64))?;
+    Some(Region {
+        left: cols.0 as u32,
+        top: rows.0 as u32,
+        width: (cols.1 - cols.0) as u32,
+        height: (rows.1 - rows.0) as u32,
+    })
 }
 
 /// Whether the chest wall is on the right of `region`: from the laterality when known (a right

@@ -3,7 +3,8 @@
 //! (`dicom::StoredImage::grey`). The frame's PackBits segments (one per byte of a sample, most
 //! significant first) are summed apart, the high one on a second thread: a 16-bit value is
 //! 256 × high + low, so the block sums of values follow from the segments' own sums. No plane
-//! of the image is ever held, only a few kilobytes of rows and sums.
+//! of the image is ever held: a row buffer and column sums per segment, and the batches of
+//! block sums in flight between the threads (~0.7 MB for the 2600-pixel-wide bench image).
 //!
 //! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers into a whole-image
 //! buffer (86–95 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 10–11
@@ -223,7 +224,8 @@ impl<'a> Summer<'a> {
 }
 
 /// `out[j]` = the sum of `columns[j·k .. (j+1)·k]`; unrolled for the usual k (a full-field
-/// image for a 224-pixel input has k = 4–7).
+/// image for a 224-pixel input has k = 4–7): for the bench image's 1,880 bands of 2,600
+/// columns (k = 5), 0.7–1.1 ms against 4.5 ms for the loop with a run-time k (measured alone).
 fn group_sums(columns: &[u16], k: usize, out: &mut [u32]) {
     match k {
         2 => groups::<2>(columns, out),
