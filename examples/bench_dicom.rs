@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         .get(1)
         .ok_or_else(|| anyhow::anyhow!("usage: bench_dicom FILE.dcm [RUNS]"))?;
     let runs: usize = args.get(2).map_or(Ok(20), |s| s.parse())?;
-    let bytes = std::fs::read(path)?;
+    let bytes = bytes::Bytes::from(std::fs::read(path)?);
     let config =
         Config::try_parse_from(["bench_dicom", "--device", "cpu", "--model", DEFAULT_MODEL])?;
     let limits = config.decode_limits();

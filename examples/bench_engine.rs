@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let engine = engine::Engine::load(&env, &config.engine(), Default::default())?;
     let prep = engine.info().metadata.preprocessing.clone();
     drop(engine);
-    let bytes = std::fs::read(&image)?;
+    let bytes = bytes::Bytes::from(std::fs::read(&image)?);
     let limits = config.decode_limits();
     let mut decode = Vec::new();
     for _ in 0..200 {

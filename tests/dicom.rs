@@ -4,6 +4,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use mammo_serve::imaging::{
     self, breast_box, decode_grey, model_plane, DecodeLimits, Grey, ImageError, Laterality,
@@ -16,7 +17,7 @@ fn dicom(name: &str) -> Vec<u8> {
 }
 
 fn grey(name: &str) -> (Grey, imaging::DicomInfo) {
-    let decoded = decode_grey(&dicom(name), &DecodeLimits::default()).unwrap();
+    let decoded = decode_grey(&dicom(name).into(), &DecodeLimits::default()).unwrap();
     (
         decoded.grey,
         decoded.dicom.expect("DICOM input has DICOM info"),
@@ -174,7 +175,7 @@ fn prepare_gives_the_tensor_of_the_whole_grey_image_when_no_reduction_is_due() {
         "voi_stored_range_16bit.dcm",
         "voi_window_rescale.dcm",
     ] {
-        let bytes = dicom(name);
+        let bytes = Bytes::from(dicom(name));
         let (whole, info) = grey(name);
         for (steps, p) in [("all", full_field()), ("none", no_steps.clone())] {
             let prepared = imaging::prepare(&bytes, &limits, &p).unwrap();
@@ -198,7 +199,7 @@ fn large_images_are_reduced_on_their_stored_values_before_the_grey_mapping() {
     // The 64×64 ramp, reduced by 2: each block's mean stored value 128·Y + 2·X + 32.5 is
     // rounded half away from zero, then rescaled (2·s − 1000) and windowed (centre 1000,
     // width 2001), clamps included.
-    let bytes = dicom("voi_window_rescale.dcm");
+    let bytes = Bytes::from(dicom("voi_window_rescale.dcm"));
     let image = imaging::dicom::decode(&bytes, &limits).unwrap();
     let reduced = image.stored.grey(2).unwrap();
     assert_eq!((reduced.width, reduced.height), (32, 32));
@@ -210,7 +211,7 @@ fn large_images_are_reduced_on_their_stored_values_before_the_grey_mapping() {
     }
     assert!(reduced.pixels.contains(&0.0) && reduced.pixels.contains(&1.0));
     // Without a VOI, the range of the reduced image's own values: 33 to 128·31 + 2·31 + 33.
-    let bytes = dicom("voi_stored_range.dcm");
+    let bytes = Bytes::from(dicom("voi_stored_range.dcm"));
     let image = imaging::dicom::decode(&bytes, &limits).unwrap();
     let reduced = image.stored.grey(2).unwrap();
     for (b, &v) in reduced.pixels.iter().enumerate() {
@@ -225,7 +226,7 @@ fn large_images_are_reduced_on_their_stored_values_before_the_grey_mapping() {
     let mut small = full_field();
     (small.width, small.height) = (64, 64);
     let reduce = |name: &str| {
-        let bytes = dicom(name);
+        let bytes = Bytes::from(dicom(name));
         let image = imaging::dicom::decode(&bytes, &limits).unwrap();
         let tensor = imaging::prepare(&bytes, &limits, &small).unwrap().tensor;
         (image.stored.grey(2).unwrap(), tensor)
@@ -251,7 +252,7 @@ fn large_images_are_reduced_on_their_stored_values_before_the_grey_mapping() {
 #[test]
 fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
     let limits = DecodeLimits::default();
-    let refused = |name: &str| match decode_grey(&dicom(name), &limits) {
+    let refused = |name: &str| match decode_grey(&dicom(name).into(), &limits) {
         Err(ImageError::Unusable(why)) => why,
         other => panic!("{name}: expected Unusable, got {other:?}"),
     };
@@ -263,15 +264,15 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
         any_modality: true,
         ..limits
     };
-    assert!(decode_grey(&dicom("ct_not_mammography.dcm"), &any).is_ok());
+    assert!(decode_grey(&dicom("ct_not_mammography.dcm").into(), &any).is_ok());
 
-    match decode_grey(&dicom("unsupported_jpeg_ls.dcm"), &limits) {
+    match decode_grey(&dicom("unsupported_jpeg_ls.dcm").into(), &limits) {
         Err(ImageError::Unsupported(why)) => {
             assert!(why.contains("1.2.840.10008.1.2.4.80"), "{why}")
         }
         other => panic!("JPEG-LS: expected Unsupported, got {other:?}"),
     }
-    match decode_grey(&dicom("unsupported_jpeg_12bit.dcm"), &limits) {
+    match decode_grey(&dicom("unsupported_jpeg_12bit.dcm").into(), &limits) {
         Err(ImageError::Corrupt { reason, .. }) => {
             assert!(reason.contains("1.2.840.10008.1.2.4.51"), "{reason}")
         }
@@ -281,7 +282,7 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
     let mut cut = dicom("mg_explicit_le.dcm");
     cut.truncate(4000);
     assert!(matches!(
-        decode_grey(&cut, &limits),
+        decode_grey(&cut.into(), &limits),
         Err(ImageError::Corrupt { .. })
     ));
 
@@ -301,6 +302,7 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
         ("cut short", rle[..rle.len() * 3 / 5].to_vec()),
         ("short segment", short_segment),
     ] {
+        let bytes = Bytes::from(bytes);
         for result in [
             imaging::prepare(&bytes, &limits, &full_field()).map(|_| ()),
             decode_grey(&bytes, &limits).map(|_| ()),

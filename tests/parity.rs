@@ -86,7 +86,7 @@ async fn python_and_rust_preprocess_alike() {
             "variant_grey16_448x560.png",
             "variant_grey8_300x260.png",
         ] {
-            let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
+            let rust = imaging::to_tensor(&fixture(name).into(), &limits, &prep).unwrap();
             let python = python_tensor(&fixtures.join(name), steps, 224);
             let diff = max_abs_diff(&rust, &python);
             println!("PNG  {name:<28} steps [{steps}] max |Δ| = {diff:.2e} (normalised units)");
@@ -104,7 +104,7 @@ async fn python_and_rust_preprocess_alike() {
             ..prep.clone()
         };
         for name in ["variant_grey16_448x560.png", "variant_grey8_300x260.png"] {
-            let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
+            let rust = imaging::to_tensor(&fixture(name).into(), &limits, &prep).unwrap();
             let python = python_tensor(&fixtures.join(name), steps, 64);
             let diff = max_abs_diff(&rust, &python);
             println!("PNG  {name:<28} 64 px, steps [{steps}] max |Δ| = {diff:.2e}");
@@ -133,7 +133,7 @@ async fn python_and_rust_preprocess_alike() {
         ..prep
     };
     for name in CLASS_FIXTURES {
-        let rust = imaging::to_tensor(&fixture(name), &limits, &prep).unwrap();
+        let rust = imaging::to_tensor(&fixture(name).into(), &limits, &prep).unwrap();
         let python = python_tensor(&fixtures.join(name), &steps, 224);
         let diff = max_abs_diff(&rust, &python);
         // One grey level is 1/255 before normalisation.

@@ -63,7 +63,7 @@ pub struct Fingerprints {
 pub fn fingerprints(items: &[Item], limits: &DecodeLimits, threads: usize) -> Fingerprints {
     let hash = |item: &Item| -> Result<String, String> {
         let bytes = std::fs::read(&item.path).map_err(|e| e.to_string())?;
-        let image = decode(&bytes, limits).map_err(|e| e.to_string())?;
+        let image = decode(&bytes.into(), limits).map_err(|e| e.to_string())?;
         let mut hasher = Sha256::new();
         hasher.update(format!(
             "{}x{}:{:?}",

@@ -23,7 +23,7 @@ fn escape(text: &str) -> String {
 /// A PNG thumbnail as a data URI, or `None` when the image cannot be read.
 fn thumbnail(row: &Row) -> Option<String> {
     let bytes = std::fs::read(&row.path).ok()?;
-    let image = decode(&bytes, &DecodeLimits::default())
+    let image = decode(&bytes.into(), &DecodeLimits::default())
         .ok()?
         .thumbnail(THUMB, THUMB)
         .to_luma8();

@@ -33,7 +33,8 @@ pub fn infer_all(
                 let tensor = std::fs::read(&item.path)
                     .map_err(|e| format!("cannot read the file: {e}"))
                     .and_then(|bytes| {
-                        imaging::to_tensor(&bytes, limits, preprocessing).map_err(|e| e.to_string())
+                        imaging::to_tensor(&bytes.into(), limits, preprocessing)
+                            .map_err(|e| e.to_string())
                     });
                 if tx.send((i, tensor)).is_err() {
                     break;

@@ -1,6 +1,7 @@
 //! Format sniffing and bounded decoding of JPEG, PNG and DICOM.
 
 use super::ImageError;
+use bytes::Bytes;
 use image::{DynamicImage, ImageReader, Limits};
 use std::fmt;
 use std::io::Cursor;
@@ -64,7 +65,7 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
 /// Decodes a JPEG, PNG or DICOM image (DICOM as 16-bit grey after its grey mapping). The
 /// header's dimensions are checked against `limits` before decoding, so a small file that
 /// claims a huge image is refused without allocating for it.
-pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
+pub fn decode(bytes: &Bytes, limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -144,14 +145,17 @@ mod tests {
     #[test]
     fn empty_unknown_and_corrupt_bytes_are_told_apart() {
         let limits = DecodeLimits::default();
-        assert_eq!(decode(b"", &limits).unwrap_err(), ImageError::Empty);
         assert_eq!(
-            decode(b"hello", &limits).unwrap_err(),
+            decode(&Bytes::new(), &limits).unwrap_err(),
+            ImageError::Empty
+        );
+        assert_eq!(
+            decode(&Bytes::from_static(b"hello"), &limits).unwrap_err(),
             ImageError::UnknownFormat
         );
         let broken = b"\x89PNG\r\n\x1a\nthis is not a png";
         assert!(matches!(
-            decode(broken, &limits).unwrap_err(),
+            decode(&Bytes::from_static(broken), &limits).unwrap_err(),
             ImageError::Corrupt {
                 format: ImageFormat::Png,
                 ..

@@ -21,6 +21,7 @@ use super::grey::{Grey, Laterality};
 use super::preprocess::{self, BlockSums, Preprocessing};
 use super::rle::ByteRole;
 use super::{DecodeLimits, ImageError, ImageFormat};
+use bytes::Bytes;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::file::ReadPreamble;
@@ -53,12 +54,12 @@ pub struct DicomInfo {
 }
 
 /// A parsed DICOM mammogram: its identifiers and its stored pixels with their grey mapping.
-pub struct DicomImage<'a> {
+pub struct DicomImage {
     pub info: DicomInfo,
-    pub stored: StoredImage<'a>,
+    pub stored: StoredImage,
 }
 
-impl DicomImage<'_> {
+impl DicomImage {
     /// The whole image as grey, at full resolution.
     pub fn grey(&self) -> Result<Grey, ImageError> {
         self.stored.grey(1)
@@ -98,11 +99,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Parses and checks one single-frame greyscale DICOM image. RLE Lossless pixel data stays in
-/// `bytes` and is decoded as it is read; other transfer syntaxes are decoded by
-/// dicom-pixeldata here.
-pub fn decode<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<DicomImage<'a>, ImageError> {
+/// `bytes` (shared, not copied) and is decoded as it is read; other transfer syntaxes are
+/// decoded by dicom-pixeldata here.
+pub fn decode(bytes: &Bytes, limits: &DecodeLimits) -> Result<DicomImage, ImageError> {
     let body = if bytes.starts_with(b"DICM") {
-        bytes
+        &bytes[..]
     } else {
         bytes
             .get(128..)
@@ -125,9 +126,10 @@ pub fn decode<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<DicomImage<'
                 // Values stored below the high bits (rare) take dicom-pixeldata's path.
                 if map.shift == 0 {
                     let (width, height) = dimensions(&header);
-                    let bytes = int(&header, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
+                    let per_sample = int(&header, tags::BITS_ALLOCATED).unwrap_or(16) as usize / 8;
                     let size = (width as usize, height as usize);
-                    let frame = super::rle::Frame::parse(frame, size, bytes).map_err(corrupt)?;
+                    let frame = super::rle::Frame::parse(bytes.slice_ref(frame), size, per_sample)
+                        .map_err(corrupt)?;
                     return Ok(DicomImage {
                         info: identify(&header),
                         stored: StoredImage::new((width, height), Pixels::Rle(frame), map, &header),
@@ -510,28 +512,28 @@ impl Voi {
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 /// Stored samples, row by row.
-enum Pixels<'a> {
+enum Pixels {
     /// An RLE frame, decoded as it is read (raw samples).
-    Rle(super::rle::Frame<'a>),
+    Rle(super::rle::Frame),
     /// Pixel data dicom-pixeldata decoded, already as grey-table indices.
     Indices(Vec<u16>),
 }
 
 /// A DICOM image's stored values, their grey mapping and VOI: what preprocessing needs without
 /// a float image of the whole detector.
-pub struct StoredImage<'a> {
+pub struct StoredImage {
     pub width: u32,
     pub height: u32,
-    pixels: Pixels<'a>,
+    pixels: Pixels,
     map: GreyMap,
     voi: Option<Voi>,
 }
 
-impl<'a> StoredImage<'a> {
+impl StoredImage {
     /// A `width` × `height` image of `pixels` with `object`'s VOI, if it has one.
     fn new(
         (width, height): (u32, u32),
-        pixels: Pixels<'a>,
+        pixels: Pixels,
         map: GreyMap,
         object: &InMemDicomObject,
     ) -> Self {
@@ -548,7 +550,7 @@ impl<'a> StoredImage<'a> {
     /// (sign-extended; rounded half away from zero to a stored value) through the grey table.
     /// One pass over the pixels; `k` = 1 maps every pixel as it is.
     pub fn grey(&self, k: u32) -> Result<Grey, ImageError> {
-        let (per_pixel, mask) = (1.0 / (k * k) as f64, self.map.mask as i32);
+        let (mean, mask) = (BlockMean::new(k), self.map.mask as i32);
         let blocks = (self.width / k) as usize * (self.height / k) as usize;
         let (width, height, pixels) = match &self.voi {
             // The table does not depend on the pixels: each row of blocks is rounded and
@@ -557,17 +559,15 @@ impl<'a> StoredImage<'a> {
                 let (mut table, mut pixels) = (None, Vec::with_capacity(blocks));
                 let (width, height) = self.block_rows(k, |row| {
                     let table = table.get_or_insert_with(|| self.map.table(voi));
-                    let grey = |&s: &i32| table[(rounded_mean(s, per_pixel) & mask) as usize];
-                    pixels.extend(row.iter().map(grey));
+                    map_means(row, mean, mask, table, &mut pixels);
                 })?;
                 (width, height, pixels)
             }
             // Without a VOI the table waits for the reduced image's range.
             None => {
                 let mut means = Vec::with_capacity(blocks);
-                let (width, height) = self.block_rows(k, |row| {
-                    means.extend(row.iter().map(|&s| rounded_mean(s, per_pixel)))
-                })?;
+                let (width, height) =
+                    self.block_rows(k, |row| means.extend(row.iter().map(|&s| mean.of(s))))?;
                 let table = self.map.table(&self.value_range(&means));
                 // Into the same allocation (in-place collect: i32 and f32 have one size).
                 let pixels = means
@@ -639,18 +639,49 @@ impl<'a> StoredImage<'a> {
     }
 }
 
-/// `sum` × `per_pixel` (1 / k²: a block's mean), rounded half away from zero. Exact: a mean
-/// that is no tie lies at least 1/k² (≥ 6e-5 for k ≤ 128) from one, far more than the nudge
-/// (1e-9) that carries ties past the product's rounding error (< 1e-11). No integer division:
-/// the bench image's 0.5 M means took ~0.9 ms this way against ~2 ms with one (one
-/// instrumented run each).
-fn rounded_mean(sum: i32, per_pixel: f64) -> i32 {
-    let mean = sum as f64 * per_pixel;
-    (mean + (0.5 + 1e-9f64).copysign(mean)) as i32
+/// A k×k block's mean from its sum, rounded half away from zero, in integers: ⌊(|sum| + ⌊k²/2⌋)
+/// / k²⌋ with the sum's sign, the division a multiply and shift (Granlund and Montgomery 1994,
+/// "Division by invariant integers using multiplication", theorem 4.2: exact for dividends
+/// below 2^31, which 65535 · 128² + 128²/2 is). About half the time of rounding in floating
+/// point over the bench image's 0.5 M means (0.56 vs 0.86 ms, measured alone).
+#[derive(Debug, Clone, Copy)]
+struct BlockMean {
+    half: u64,
+    factor: u64,
+    shift: u32,
+}
+
+impl BlockMean {
+    fn new(k: u32) -> Self {
+        let area = u64::from(k * k);
+        // ⌈log2 area⌉ bits on top of the 31 of the dividend.
+        let shift = 31 + (64 - (area - 1).leading_zeros());
+        BlockMean {
+            half: area / 2,
+            factor: (1u64 << shift).div_ceil(area),
+            shift,
+        }
+    }
+
+    fn of(self, sum: i32) -> i32 {
+        let dividend = u64::from(sum.unsigned_abs()) + self.half;
+        let mean = ((dividend * self.factor) >> self.shift) as i32;
+        if sum < 0 {
+            -mean
+        } else {
+            mean
+        }
+    }
+}
+
+/// Each block of `sums` rounded to its mean stored value and mapped through `table` (by its
+/// `mask`ed index), onto `out`.
+fn map_means(sums: &[i32], mean: BlockMean, mask: i32, table: &[f32], out: &mut Vec<f32>) {
+    out.extend(sums.iter().map(|&s| table[(mean.of(s) & mask) as usize]));
 }
 
 /// Pixel data in any other transfer syntax, decoded by dicom-pixeldata into table indices.
-fn decode_pixels(object: &DefaultDicomObject) -> Result<StoredImage<'static>, ImageError> {
+fn decode_pixels(object: &DefaultDicomObject) -> Result<StoredImage, ImageError> {
     let map = GreyMap::read(object)?;
     let decoded = object.decode_pixel_data().map_err(|e| {
         corrupt(format!(
@@ -759,7 +790,7 @@ mod tests {
                 map: GreyMap { ..map },
                 voi: None,
             };
-            let rle = Frame::parse(&bytes, size, segments.len()).unwrap();
+            let rle = Frame::parse(bytes.into(), size, segments.len()).unwrap();
             let decoded = raw.iter().map(|&r| map.index(r)).collect();
             let (w, h) = (width / k, height / k);
             let naive: Vec<i32> = (0..w * h)
@@ -790,7 +821,7 @@ mod tests {
     fn block_means_round_half_away_from_zero_exactly() {
         for k in 1..=128i64 {
             let area = k * k;
-            let per_pixel = 1.0 / area as f64;
+            let mean = BlockMean::new(k as u32);
             let extreme = 65535 * area;
             // Every tie and its neighbours near 0 and the largest sums, and a spread between.
             let sums = (-3 * area..3 * area)
@@ -798,11 +829,7 @@ mod tests {
                 .chain((-32768 * area..=extreme).step_by(7919));
             for sum in sums {
                 let exact = (2 * sum.abs() + area) / (2 * area) * sum.signum();
-                assert_eq!(
-                    rounded_mean(sum as i32, per_pixel) as i64,
-                    exact,
-                    "{sum}/{area}"
-                );
+                assert_eq!(mean.of(sum as i32) as i64, exact, "{sum}/{area}");
             }
         }
     }

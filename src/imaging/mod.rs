@@ -4,9 +4,12 @@
 //! [`prepare`] (or [`to_tensor`]), and training's Python preprocessing is held to it by a
 //! parity test.
 
+use bytes::Bytes;
+
 mod decode;
 pub mod dicom;
 mod grey;
+mod helper;
 mod preprocess;
 mod rle;
 
@@ -46,7 +49,7 @@ pub struct Decoded {
 }
 
 /// Decodes any supported format to grey in [0, 1].
-pub fn decode_grey(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImageError> {
+pub fn decode_grey(bytes: &Bytes, limits: &DecodeLimits) -> Result<Decoded, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -79,7 +82,7 @@ pub struct Prepared {
 /// [`dicom::DicomImage::model_plane`], which reduces it on its stored values, before the grey
 /// mapping, without a full-resolution grey image (the same tensor when it needs no reduction).
 pub fn prepare(
-    bytes: &[u8],
+    bytes: &Bytes,
     limits: &DecodeLimits,
     preprocessing: &Preprocessing,
 ) -> Result<Prepared, ImageError> {
@@ -99,7 +102,7 @@ pub fn prepare(
 
 /// [`prepare`]'s tensor alone (CHW, `3*H*W` floats).
 pub fn to_tensor(
-    bytes: &[u8],
+    bytes: &Bytes,
     limits: &DecodeLimits,
     preprocessing: &Preprocessing,
 ) -> Result<Vec<f32>, ImageError> {

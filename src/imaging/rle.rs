@@ -1,31 +1,34 @@
 //! DICOM RLE Lossless (PS3.5 Annex G), single frame, one sample per pixel, decoded row by row
 //! straight into per-column sums over bands of rows: what a k×k block mean needs
 //! (`dicom::StoredImage::grey`). The frame's PackBits segments (one per byte of a sample, most
-//! significant first) are summed apart, the high one on a second thread: a 16-bit value is
-//! 256 × high + low, so the block sums of values follow from the segments' own sums. No plane
-//! of the image is ever held: a row buffer and column sums per segment, and the batches of
-//! block sums in flight between the threads (~0.7 MB for the 2600-pixel-wide bench image).
+//! significant first) are summed apart, the high one on a kept helper thread
+//! (`super::helper`): a 16-bit value is 256 × high + low, so the block sums of values follow
+//! from the segments' own sums. No plane of the image is ever held: a row buffer and column
+//! sums per segment, and the batches of block sums the helper has made and the caller has not
+//! yet used (at most 8 bytes a reduced pixel; for the bench image at most 3.9 MB).
 //!
 //! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers into a whole-image
 //! buffer (86–95 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 10–11
 //! ms for all of our decode and preprocessing in the same runs; docs/benchmarks.md).
 //! The RLE fixture decodes to exactly the uncompressed fixture's pixels (tests/dicom.rs).
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use super::helper::HELPERS;
+use bytes::Bytes;
+use std::sync::mpsc::{self, Receiver, Sender};
 
-/// One RLE frame: its segments, borrowed from the request's bytes.
+/// One RLE frame: its segments, slices of the request's bytes (no copy).
 #[derive(Debug, Clone)]
-pub struct Frame<'a> {
-    segments: Vec<&'a [u8]>,
+pub struct Frame {
+    segments: Vec<Bytes>,
     width: usize,
     height: usize,
 }
 
-impl<'a> Frame<'a> {
+impl Frame {
     /// Reads the frame header (its fragments joined) of a `width` × `height` image with
     /// `bytes_per_sample` (1 or 2) bytes a sample.
     pub fn parse(
-        frame: &'a [u8],
+        frame: Bytes,
         (width, height): (usize, usize),
         bytes_per_sample: usize,
     ) -> Result<Self, String> {
@@ -50,9 +53,11 @@ impl<'a> Frame<'a> {
                 } else {
                     frame.len()
                 };
-                frame
-                    .get(start..end)
-                    .ok_or_else(|| format!("RLE segment {s} lies outside the frame"))
+                if start <= end && end <= frame.len() {
+                    Ok(frame.slice(start..end))
+                } else {
+                    Err(format!("RLE segment {s} lies outside the frame"))
+                }
             })
             .collect::<Result<_, _>>()?;
         Ok(Frame {
@@ -71,7 +76,7 @@ impl<'a> Frame<'a> {
     /// the bytes read as `roles` say, high segment first) and calls `f(high, low)` with each
     /// whole band's sums, top to bottom (`high` is `None` for 1-byte samples). Rows past the
     /// last whole band are not read. With two segments the high one is decoded and summed on
-    /// a second thread ([`Self::helper`]) while this one does the low one and calls `f`.
+    /// a kept helper thread ([`Self::helper`]) while this one does the low one and calls `f`.
     pub fn band_sums(
         &self,
         k: usize,
@@ -80,7 +85,7 @@ impl<'a> Frame<'a> {
     ) -> Result<(), String> {
         let (width, bands) = (self.width, self.height / k);
         match (self.segments.as_slice(), roles) {
-            (&[low], &[role]) => {
+            ([low], &[role]) => {
                 let mut own = Blocks::new(width, k);
                 let mut low = Summer::new(low, width, k);
                 for band in 0..bands {
@@ -89,23 +94,19 @@ impl<'a> Frame<'a> {
                 }
                 Ok(())
             }
-            (&[high, low], &[high_role, low_role]) => std::thread::scope(|scope| {
+            ([high, low], &[high_role, low_role]) => {
                 let per_batch = (BATCH_BYTES / width / k).max(1);
-                let (to_fill, empty) = mpsc::sync_channel(IN_FLIGHT);
-                let (to_read, full) = mpsc::sync_channel(IN_FLIGHT);
-                for _ in 0..IN_FLIGHT {
-                    let batch = (0..per_batch).map(|_| Blocks::new(width, k)).collect();
-                    to_fill.send(batch).expect("room for every batch in flight");
-                }
-                let high = Summer::new(high, width, k);
-                let batches = (0..bands)
-                    .step_by(per_batch)
-                    .map(move |b| b..(b + per_batch).min(bands));
-                scope.spawn(move || Self::helper(high, batches, high_role, empty, to_read));
+                let (to_fill, empty) = mpsc::channel();
+                let (to_read, full) = mpsc::channel();
+                let high = high.clone();
+                HELPERS.run(move || {
+                    let high = Summer::new(&high, width, k);
+                    Self::helper(high, per_batch, bands, high_role, empty, to_read)
+                });
                 let mut low = Summer::new(low, width, k);
                 let mut lows: Vec<Blocks> = (0..per_batch).map(|_| Blocks::new(width, k)).collect();
                 for first in (0..bands).step_by(per_batch) {
-                    // This thread's own batch first: the helper may still be starting.
+                    // This thread's own batch first, then the helper's.
                     for (band, own) in (first..bands).zip(lows.iter_mut()) {
                         low.band(band, low_role, own).map_err(at(1))?;
                     }
@@ -119,26 +120,34 @@ impl<'a> Frame<'a> {
                     to_fill.send(batch).ok();
                 }
                 // Returning drops this side of both channels, which ends the helper early
-                // after an error; the scope then joins it.
+                // after an error.
                 Ok(())
-            }),
+            }
             _ => Err("one role is needed for each segment".into()),
         }
     }
 
-    /// Sums the high segment's `batches` of bands into sums taken from `empty` and handed to
-    /// `full`, until the last batch, an error (handed on) or the reader going away. (Bands go
-    /// in batches: a band of a few rows takes less time than waking the other thread.)
+    /// Sums the high segment's `bands` into batches of `per_batch` bands and hands them to
+    /// `full`, until the last one, an error (handed on) or the reader going away. It never
+    /// waits: a batch the reader gave back through `empty` is reused, else a new one is made,
+    /// so the helper runs ahead as far as its segment is quicker to decode (at most the whole
+    /// image's high sums: 8 bytes a reduced pixel), and it may run on the reader's own thread.
+    /// (Bands go in batches: a band of a few rows takes less time than waking the other
+    /// thread.)
     fn helper(
         mut high: Summer,
-        batches: impl Iterator<Item = std::ops::Range<usize>>,
+        per_batch: usize,
+        bands: usize,
         role: ByteRole,
         empty: Receiver<Vec<Blocks>>,
-        full: SyncSender<Result<Vec<Blocks>, String>>,
+        full: Sender<Result<Vec<Blocks>, String>>,
     ) {
-        for bands in batches {
-            let Ok(mut batch) = empty.recv() else { return };
-            let summed = bands
+        let width = high.columns.len();
+        for first in (0..bands).step_by(per_batch) {
+            let mut batch = empty
+                .try_recv()
+                .unwrap_or_else(|_| (0..per_batch).map(|_| Blocks::new(width, high.k)).collect());
+            let summed = (first..bands)
                 .zip(batch.iter_mut())
                 .try_for_each(|(band, sums)| high.band(band, role, sums))
                 .map(|()| batch)
@@ -249,9 +258,7 @@ fn groups<const K: usize>(columns: &[u16], out: &mut [u32]) {
     }
 }
 
-/// Batches of high-byte block sums in flight between the two decoding threads, and about how
-/// many bytes of rows a batch covers.
-const IN_FLIGHT: usize = 8;
+/// About how many bytes of rows a batch of high-byte block sums covers.
 const BATCH_BYTES: usize = 256 << 10;
 
 /// A decoding error of `segment`, with its row, as a message.
@@ -492,8 +499,8 @@ pub(crate) mod tests {
         let high: Vec<u8> = (0..20).map(|i| 0xF0 | (i % 3) as u8).collect();
         let low: Vec<u8> = (0..20).map(|i| (i * 13) as u8).collect();
         let mut next = numbers(7);
-        let bytes = frame(&[high.clone(), low.clone()], &mut next);
-        let parsed = Frame::parse(&bytes, (5, 4), 2).unwrap();
+        let bytes = Bytes::from(frame(&[high.clone(), low.clone()], &mut next));
+        let parsed = Frame::parse(bytes.clone(), (5, 4), 2).unwrap();
         // The high byte holds bits 8–11 of a signed 12-bit value (its sign is bit 3 there).
         let roles = [
             ByteRole {
@@ -526,16 +533,16 @@ pub(crate) mod tests {
             }
         }
         assert!(
-            Frame::parse(&bytes, (5, 5), 2)
+            Frame::parse(bytes.clone(), (5, 5), 2)
                 .unwrap()
                 .band_sums(1, &roles, |_, _| {})
                 .unwrap_err()
                 .contains("row 4"),
             "a fifth row is not there"
         );
-        assert!(Frame::parse(&bytes, (5, 4), 1)
+        assert!(Frame::parse(bytes.clone(), (5, 4), 1)
             .unwrap_err()
             .contains("2 segments"));
-        assert!(Frame::parse(&bytes[..6], (5, 4), 2).is_err());
+        assert!(Frame::parse(bytes.slice(..6), (5, 4), 2).is_err());
     }
 }
