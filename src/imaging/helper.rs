@@ -1,7 +1,7 @@
 //! Threads kept between images for the second half of a two-thread decode (the RLE decoder's
 //! high segment, `rle::Frame::band_sums`). A thread started afresh for each image began 1.5–4
-//! ms late in about half of back-to-back calls on this 2-core VM (placed on the caller's busy
-//! core at first), against ~0.05 ms for a kept thread woken through a channel
+//! ms late in 19 of 30 back-to-back calls on this 2-core VM (sharing the caller's core at
+//! first), a kept thread woken through a channel 0.03–0.13 ms late in every call
 //! (docs/benchmarks.md, "DICOM").
 
 use std::sync::mpsc::{self, Sender};

@@ -8,7 +8,7 @@
 //! yet used (at most 8 bytes a reduced pixel; for the bench image at most 3.9 MB).
 //!
 //! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers into a whole-image
-//! buffer (86–95 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 10–11
+//! buffer (70–89 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 8.7–9.5
 //! ms for all of our decode and preprocessing in the same runs; docs/benchmarks.md).
 //! The RLE fixture decodes to exactly the uncompressed fixture's pixels (tests/dicom.rs).
 
