@@ -21,6 +21,7 @@ pub struct Helpers {
 pub static HELPERS: Helpers = Helpers::new();
 
 impl Helpers {
+    /// No helpers yet: the first job starts one.
     pub const fn new() -> Self {
         Helpers {
             idle: Mutex::new(Vec::new()),
@@ -87,8 +88,13 @@ mod tests {
         let first = thread_of(helpers);
         assert_ne!(first, std::thread::current().id());
         let back = || {
-            // Wait for the helper to list itself as idle again.
+            // Wait for the helper to list itself as idle again (it does so after its job).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while helpers.idle().is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the helper never came back"
+                );
                 std::thread::yield_now();
             }
         };
