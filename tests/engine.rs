@@ -101,7 +101,20 @@ fn count(text: &str, series: &str) -> u64 {
 
 #[tokio::test]
 async fn a_full_queue_refuses_at_once_loses_no_accepted_work_and_recovers() {
-    let engine = load(&["--max-queue-size", "4", "--max-batch-size", "1"]);
+    // The shipped model (~10 ms an image) on one worker: the test model runs in microseconds,
+    // and on two busy cores each push could wake the worker, which then drained the queue
+    // before the next push (seen once in CI: 60 done, none refused).
+    let model = repo().join("models/mammo.onnx");
+    let engine = load(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--engine-workers",
+        "1",
+        "--max-queue-size",
+        "4",
+        "--max-batch-size",
+        "1",
+    ]);
     let tasks: Vec<_> = tensors(60, &engine)
         .into_iter()
         .map(|image| {
