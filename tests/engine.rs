@@ -104,7 +104,7 @@ async fn a_full_queue_refuses_at_once_loses_no_accepted_work_and_recovers() {
     // The shipped model (~10 ms an image) on one worker: the test model runs in microseconds,
     // and on two busy cores each push could wake the worker, which then drained the queue
     // before the next push (seen once in CI: 60 done, none refused).
-    let model = repo().join("models/mammo.onnx");
+    let model = shipped_model();
     let engine = load(&[
         "--model",
         model.to_str().unwrap(),

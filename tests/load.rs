@@ -25,7 +25,7 @@ fn series(text: &str, name: &str) -> f64 {
 
 /// A ready server on the shipped model (slow enough on a CPU to build a queue) with `extra` flags.
 async fn start_shipped(extra: &[&str]) -> TestServer {
-    let model = repo().join("models/mammo.onnx");
+    let model = shipped_model();
     let mut args = vec!["--model", model.to_str().unwrap()];
     args.extend_from_slice(extra);
     start(config(&args)).await
@@ -212,7 +212,8 @@ async fn metrics_count_requests_images_and_time() {
 #[tokio::test]
 async fn work_that_waits_past_its_deadline_gets_503_and_the_rest_is_answered() {
     // One single-threaded worker on the shipped model (~10 ms an image) and a 200 ms budget:
-    // of 48 requests arriving together (~480 ms of inference) the last ones cannot start in
+    // of 48 requests arriving together (~480 ms of inference; within the default
+    // --max-concurrency of 64, so none is refused with 429) the last ones cannot start in
     // time, while the first are answered even on two cores busy with other work (a 60 ms
     // budget once left none answered while clippy ran beside the tests).
     let server = start_shipped(&[

@@ -114,7 +114,7 @@ async fn python_and_rust_preprocess_alike() {
 
     // The shipped model when it is there (its probabilities are the ones users see), else the
     // untrained test model.
-    let shipped = repo().join(mammo_serve::config::DEFAULT_MODEL);
+    let shipped = shipped_model();
     let model = if shipped.is_file() {
         shipped
     } else {

@@ -13,7 +13,7 @@ use serde_json::Value;
 async fn the_default_model_is_the_shipped_trained_model() {
     let defaults = Config::try_parse_from(["mammo-serve"]).unwrap();
     assert_eq!(defaults.model.to_str(), Some(DEFAULT_MODEL));
-    let shipped = repo().join(DEFAULT_MODEL);
+    let shipped = shipped_model();
     let recorded = std::fs::read_to_string(repo().join(format!("{DEFAULT_MODEL}.sha256"))).unwrap();
     assert_eq!(
         recorded.split_whitespace().next(),

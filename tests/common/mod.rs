@@ -16,6 +16,11 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The trained model the repository ships (the server's default).
+pub fn shipped_model() -> PathBuf {
+    repo().join(mammo_serve::config::DEFAULT_MODEL)
+}
+
 /// The untrained test model that `make test-model` generates.
 pub fn test_model() -> PathBuf {
     let path = repo().join("tests/.generated/untrained-test-model.onnx");
