@@ -19,8 +19,11 @@ use dicom_object::OpenFileOptions;
 use dicom_pixeldata::PixelDecoder;
 use image::{Rgb, RgbImage};
 use mammo_serve::config::{Config, DEFAULT_MODEL};
-use mammo_serve::engine::{self, Engine};
-use mammo_serve::imaging::{self, dicom, Grey, Region};
+use mammo_serve::engine::{onnx, Unobserved};
+use mammo_serve::imaging::preprocess::{breast_box, model_plane, Region};
+use mammo_serve::imaging::reduce::reduction;
+use mammo_serve::imaging::{self, dicom, Grey};
+use mammo_serve::pipeline;
 use std::time::{Duration, Instant};
 
 fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
@@ -62,17 +65,18 @@ fn main() -> anyhow::Result<()> {
     let config =
         Config::try_parse_from(["bench_dicom", "--device", "cpu", "--model", DEFAULT_MODEL])?;
     let limits = config.decode_limits();
-    let env = engine::environment(&config.ort_lib)?;
-    let engine = Engine::load(&env, &config.engine(), Default::default())?;
-    let prep = engine.info().metadata.preprocessing.clone();
+    let env = onnx::environment(&config.ort_lib)?;
+    let (engine, model) =
+        pipeline::load_onnx(&env, &config.onnx(), std::sync::Arc::new(Unobserved))?;
+    let prep = model.metadata.preprocessing.clone();
     let runtime = tokio::runtime::Runtime::new()?;
 
-    let image = dicom::decode(&bytes, &limits)?;
+    let image = dicom::read(&bytes, &limits)?;
     let info = image.info.clone();
     let (width, height) = (image.stored.width, image.stored.height);
-    let k = imaging::reduction(width, height, &prep);
+    let k = reduction(width, height, &prep);
     let reduced = image.stored.grey(k)?;
-    let region = imaging::breast_box(&reduced);
+    let region = breast_box(&reduced);
     println!(
         "{path}: {:.1} MB, {width}×{height} px, transfer syntax {}, laterality {:?}, reduced \
          by {k} to {}×{}, breast box there {region:?}",
@@ -94,9 +98,7 @@ fn main() -> anyhow::Result<()> {
         ("dicom-rs alone: parse + decompress", dicom_rs),
         (
             "header parsed, pixel data located",
-            time(runs, || {
-                dicom::decode(&bytes, &limits).expect("parses").info
-            }),
+            time(runs, || dicom::read(&bytes, &limits).expect("parses").info),
         ),
         (
             "decoded, reduced, mapped to grey",
@@ -104,9 +106,7 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             "breast box, orient, resize, pad",
-            time(runs, || {
-                imaging::model_plane(&reduced, info.laterality, &prep)
-            }),
+            time(runs, || model_plane(&reduced, info.laterality, &prep)),
         ),
         (
             "prepare (all of it)",
@@ -149,7 +149,7 @@ fn main() -> anyhow::Result<()> {
         picture(
             &image.grey()?,
             full,
-            &imaging::model_plane(&reduced, info.laterality, &prep),
+            &model_plane(&reduced, info.laterality, &prep),
         )
         .save(out)?;
         println!("wrote {out}");

@@ -7,7 +7,8 @@
 //! The last line is `best_images_per_s=<N> sessions=<S> batch=<B>` for scripts/benchmark.sh.
 
 use mammo_serve::config::{Config, DEFAULT_MODEL};
-use mammo_serve::{engine, imaging};
+use mammo_serve::engine::{onnx, Unobserved};
+use mammo_serve::{imaging, pipeline};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -23,22 +24,23 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "tests/fixtures/d3b_Image_1.jpg".into());
     let seconds: f64 = args.get(3).map_or(Ok(4.0), |s| s.parse())?;
     let config = cpu_config(&model)?;
-    let env = engine::environment(&config.ort_lib)?;
+    let env = onnx::environment(&config.ort_lib)?;
 
     // The preprocessing contract comes from the model, as in the server.
-    let engine = engine::Engine::load(&env, &config.engine(), Default::default())?;
-    let prep = engine.info().metadata.preprocessing.clone();
+    let (engine, info) =
+        pipeline::load_onnx(&env, &config.onnx(), std::sync::Arc::new(Unobserved))?;
+    let prep = info.metadata.preprocessing.clone();
     drop(engine);
     let bytes = bytes::Bytes::from(std::fs::read(&image)?);
     let limits = config.decode_limits();
     let mut decode = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        std::hint::black_box(imaging::to_tensor(&bytes, &limits, &prep)?);
+        std::hint::black_box(imaging::prepare(&bytes, &limits, &prep)?);
         decode.push(t.elapsed());
     }
     decode.sort();
-    let tensor = imaging::to_tensor(&bytes, &limits, &prep)?;
+    let tensor = imaging::prepare(&bytes, &limits, &prep)?.tensor;
     let cores = std::thread::available_parallelism()?.get();
     println!(
         "model {model}; image {image}; {cores} cores; decode + preprocess p50 {:.2} ms",

@@ -1,8 +1,10 @@
 //! Every knob in one validated struct. Each field is a `--flag` and a `MAMMO_*` environment
 //! variable (`ORT_DYLIB_PATH` for the library, as ort names it).
 
-use crate::engine::{Device, EngineConfig, GpuOptions, DEFAULT_ORT_LIB};
+use crate::engine::onnx::{Device, GpuOptions, SessionOptions, DEFAULT_ORT_LIB};
+use crate::engine::EngineOptions;
 use crate::imaging::DecodeLimits;
+use crate::pipeline::OnnxOptions;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,7 +39,7 @@ pub struct Config {
     #[arg(long, env = "ORT_DYLIB_PATH", default_value = DEFAULT_ORT_LIB)]
     pub ort_lib: PathBuf,
     /// Execution provider: auto tries TensorRT, then CUDA, then CPU; an explicit GPU choice that cannot be had stops start-up.
-    #[arg(long, env = "MAMMO_DEVICE", value_enum, default_value_t = Device::Auto)]
+    #[arg(long, env = "MAMMO_DEVICE", default_value = "auto", value_parser = device_parser())]
     pub device: Device,
     /// TensorRT FP16 kernels (with --device tensorrt or auto).
     #[arg(long, env = "MAMMO_FP16")]
@@ -95,6 +97,13 @@ pub struct Config {
     pub max_concurrency: usize,
 }
 
+/// `--device`: one of [`Device::ALL`]'s names, listed in `--help`.
+pub fn device_parser() -> impl clap::builder::TypedValueParser<Value = Device> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Device::ALL.map(|(_, name)| name))
+        .map(|name| name.parse::<Device>().expect("a listed device name"))
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -145,22 +154,31 @@ impl Config {
         Ok(())
     }
 
-    /// What the engine needs.
-    pub fn engine(&self) -> EngineConfig {
-        EngineConfig {
-            model: self.model.clone(),
-            device: self.device,
-            gpu: GpuOptions {
-                fp16: self.fp16,
-                trt_cache_dir: self.trt_cache_dir.clone(),
+    /// How to load the model and run its engine.
+    pub fn onnx(&self) -> OnnxOptions {
+        OnnxOptions {
+            session: SessionOptions {
+                model: self.model.clone(),
+                device: self.device,
+                gpu: GpuOptions {
+                    fp16: self.fp16,
+                    trt_cache_dir: self.trt_cache_dir.clone(),
+                },
+                intra_threads: self.intra_threads_per_worker(),
+                intra_op_spinning: self.intra_op_spinning,
             },
-            intra_threads: self.intra_threads_per_worker(),
-            intra_op_spinning: self.intra_op_spinning,
+            workers: self.engine_workers,
             warmup_runs: self.warmup_runs,
+            engine: self.engine(),
+        }
+    }
+
+    /// How the engine queues and batches.
+    pub fn engine(&self) -> EngineOptions {
+        EngineOptions {
             max_queue_size: self.max_queue_size,
             max_batch_size: self.max_batch_size,
             max_queue_delay: Duration::from_secs_f64(self.max_queue_delay_ms / 1e3),
-            workers: self.engine_workers,
         }
     }
 

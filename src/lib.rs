@@ -1,8 +1,10 @@
 //! mammo-serve: an HTTP inference service that reads a mammogram and returns breast density
 //! (BI-RADS A–D), benign/malignant and confidences, as decision support for radiologists.
 //!
-//! Data path: `api` (HTTP) → `imaging` (bytes → tensor) → `engine` (tensor → logits, ort)
-//! → `model` (logits → meaning) → `api::types` (JSON).
+//! Data path: `api` (HTTP, translation only) → `pipeline` (decode pool, admission, deadline)
+//! → `imaging` (bytes → tensor) → `engine` (batching over a `Backend`: ONNX Runtime or a test
+//! gate) → `model` (outputs → meaning) → `pipeline` → `api::dto` (JSON). `mammo-eval` runs the
+//! same pipeline.
 
 pub mod api;
 pub mod config;
@@ -11,6 +13,7 @@ pub mod eval;
 pub mod imaging;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 mod server;
 
 pub use config::Config;

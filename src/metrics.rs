@@ -1,10 +1,14 @@
-//! Prometheus metrics: counters and histograms kept in memory and rendered in the text
-//! exposition format for `GET /metrics`. Engine and HTTP layers record into one [`Metrics`].
+//! Prometheus metrics through the `metrics` facade, rendered by `metrics-exporter-prometheus`
+//! for `GET /metrics`. Each server owns its recorder instead of installing the process-wide
+//! one: a library should not take over its host's recorder, and tests run several servers in
+//! one process, each of which must count only its own requests.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::engine::Observer;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bucket bounds in seconds for latencies: 1 ms to 10 s.
@@ -14,84 +18,46 @@ const SECONDS: [f64; 15] = [
 /// Bucket bounds for engine batch sizes.
 const BATCH_SIZES: [f64; 9] = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0];
 
-/// A cumulative histogram with fixed bounds.
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    /// Observations at or below each bound (not yet cumulative); the last slot is +Inf.
-    counts: Vec<u64>,
-    sum: f64,
-}
+const REQUESTS: &str = "mammo_http_requests_total";
+const REQUEST_SECONDS: &str = "mammo_http_request_duration_seconds";
+const IN_FLIGHT: &str = "mammo_http_requests_in_flight";
+const QUEUE_WAIT: &str = "mammo_queue_wait_seconds";
+const INFERENCE: &str = "mammo_inference_duration_seconds";
+const BATCH_SIZE: &str = "mammo_batch_size";
+const IMAGES: &str = "mammo_images_inferred_total";
+const QUEUE_DEPTH: &str = "mammo_queue_depth";
+const QUEUE_CAPACITY: &str = "mammo_queue_capacity";
+const MODEL_INFO: &str = "mammo_model_info";
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len() + 1],
-            sum: 0.0,
-        }
-    }
-
-    fn observe(&mut self, value: f64) {
-        let slot = self.bounds.partition_point(|&b| b < value);
-        self.counts[slot] += 1;
-        self.sum += value;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.counts[self.bounds.len()];
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
-    }
-}
+/// Every metric with its help text.
+const HELP: [(&str, &str); 10] = [
+    (REQUESTS, "HTTP requests answered, by route and status."),
+    (REQUEST_SECONDS, "End-to-end request time, by route."),
+    (IN_FLIGHT, "Requests being handled now."),
+    (QUEUE_WAIT, "Time an image waited in the inference queue."),
+    (INFERENCE, "Time of one engine run (a batch)."),
+    (BATCH_SIZE, "Images per engine run."),
+    (IMAGES, "Images run through the model."),
+    (QUEUE_DEPTH, "Images waiting for an engine worker."),
+    (
+        QUEUE_CAPACITY,
+        "Most images the inference queue holds (--max-queue-size).",
+    ),
+    (MODEL_INFO, "The loaded model (1 once loaded)."),
+];
 
 /// What the server and its engine record.
-#[derive(Debug)]
 pub struct Metrics {
-    /// (route, status) → requests answered.
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    /// route → end-to-end seconds.
-    request_seconds: Mutex<BTreeMap<String, Histogram>>,
-    queue_seconds: Mutex<Histogram>,
-    inference_seconds: Mutex<Histogram>,
-    batch_size: Mutex<Histogram>,
-    images: AtomicU64,
-    in_flight: AtomicI64,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    queue_wait: Histogram,
+    inference: Histogram,
+    batch_size: Histogram,
+    images: Counter,
+    in_flight: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            requests: Mutex::default(),
-            request_seconds: Mutex::default(),
-            queue_seconds: Mutex::new(Histogram::new(&SECONDS)),
-            inference_seconds: Mutex::new(Histogram::new(&SECONDS)),
-            batch_size: Mutex::new(Histogram::new(&BATCH_SIZES)),
-            images: AtomicU64::new(0),
-            in_flight: AtomicI64::new(0),
-        }
-    }
-}
-
-/// Labels of the `mammo_model_info` gauge and the gauges read at scrape time.
+/// Gauges read at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// (label, value) pairs describing the loaded model; empty while loading.
@@ -102,174 +68,111 @@ pub struct Snapshot {
     pub queue_capacity: usize,
 }
 
-/// Holds one request in the in-flight gauge.
+/// Holds one request in the in-flight gauge until dropped (also when the client goes away
+/// and the request is abandoned).
 pub struct InFlight(Arc<Metrics>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.decrement(1.0);
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_SIZES))
+            .expect("bucket bounds are not empty")
+            .build_recorder();
+        for (name, help) in HELP {
+            let key = KeyName::from_const_str(name);
+            if name == REQUESTS || name == IMAGES {
+                recorder.describe_counter(key, None, help.into());
+            } else if name.ends_with("_seconds") || name == BATCH_SIZE {
+                recorder.describe_histogram(key, None, help.into());
+            } else {
+                recorder.describe_gauge(key, None, help.into());
+            }
+        }
+        let handle = recorder.handle();
+        let metrics = Metrics {
+            queue_wait: recorder.register_histogram(&Key::from_static_name(QUEUE_WAIT), &META),
+            inference: recorder.register_histogram(&Key::from_static_name(INFERENCE), &META),
+            batch_size: recorder.register_histogram(&Key::from_static_name(BATCH_SIZE), &META),
+            images: recorder.register_counter(&Key::from_static_name(IMAGES), &META),
+            in_flight: recorder.register_gauge(&Key::from_static_name(IN_FLIGHT), &META),
+            recorder,
+            handle,
+        };
+        // Present from the first scrape, before any request has been counted.
+        metrics.counter(REQUESTS, vec![]).absolute(0);
+        metrics
+    }
 }
 
-/// Escapes a label value for the text format.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// Where our metrics come from, for the recorder's bookkeeping.
+static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 impl Metrics {
-    /// A request entered the server; it counts as in flight until the guard drops (also
-    /// when the client goes away and the request is abandoned).
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &META)
+    }
+
+    /// A request entered the server; it counts as in flight until the guard drops.
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.increment(1.0);
         InFlight(Arc::clone(self))
     }
 
     /// A request was answered with `status` after `elapsed`.
     pub fn request_finished(&self, route: &str, status: u16, elapsed: Duration) {
-        *lock(&self.requests)
-            .entry((route.to_string(), status))
-            .or_default() += 1;
-        lock(&self.request_seconds)
-            .entry(route.to_string())
-            .or_insert_with(|| Histogram::new(&SECONDS))
-            .observe(elapsed.as_secs_f64());
-    }
-
-    /// One image waited `queue` before its engine run.
-    pub fn observe_queue(&self, queue: Duration) {
-        lock(&self.queue_seconds).observe(queue.as_secs_f64());
-    }
-
-    /// An engine run of `images` took `elapsed`.
-    pub fn observe_batch(&self, images: usize, elapsed: Duration) {
-        self.images.fetch_add(images as u64, Ordering::Relaxed);
-        lock(&self.batch_size).observe(images as f64);
-        lock(&self.inference_seconds).observe(elapsed.as_secs_f64());
-    }
-
-    /// Requests answered so far with this route and status.
-    pub fn requests(&self, route: &str, status: u16) -> u64 {
-        lock(&self.requests)
-            .get(&(route.to_string(), status))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// The Prometheus text exposition (format 0.0.4) of everything recorded.
-    pub fn render(&self, now: &Snapshot) -> String {
-        let mut out = String::new();
-        let o = &mut out;
-        header(
-            o,
-            "mammo_http_requests_total",
-            "counter",
-            "HTTP requests answered, by route and status.",
-        );
-        for ((route, status), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                o,
-                "mammo_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
-        }
-        header(
-            o,
-            "mammo_http_request_duration_seconds",
-            "histogram",
-            "End-to-end request time, by route.",
-        );
-        for (route, h) in lock(&self.request_seconds).iter() {
-            h.render(
-                o,
-                "mammo_http_request_duration_seconds",
-                &format!("route=\"{}\"", escape(route)),
-            );
-        }
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
-        scalar(
-            o,
-            "mammo_http_requests_in_flight",
-            "gauge",
-            "Requests being handled now.",
-            in_flight,
-        );
-        let histograms = [
-            (
-                "mammo_queue_wait_seconds",
-                "Time an image waited in the inference queue.",
-                &self.queue_seconds,
-            ),
-            (
-                "mammo_inference_duration_seconds",
-                "Time of one engine run (a batch).",
-                &self.inference_seconds,
-            ),
-            (
-                "mammo_batch_size",
-                "Images per engine run.",
-                &self.batch_size,
-            ),
+        let labels = vec![
+            Label::new("route", route.to_string()),
+            Label::new("status", status.to_string()),
         ];
-        for (name, help, h) in histograms {
-            header(o, name, "histogram", help);
-            lock(h).render(o, name, "");
-        }
-        let images = self.images.load(Ordering::Relaxed);
-        scalar(
-            o,
-            "mammo_images_inferred_total",
-            "counter",
-            "Images run through the model.",
-            images,
+        self.counter(REQUESTS, labels).increment(1);
+        let key = Key::from_parts(
+            REQUEST_SECONDS,
+            vec![Label::new("route", route.to_string())],
         );
-        scalar(
-            o,
-            "mammo_queue_depth",
-            "gauge",
-            "Images waiting for an engine worker.",
-            now.queue_depth,
-        );
-        scalar(
-            o,
-            "mammo_queue_capacity",
-            "gauge",
-            "Most images the inference queue holds (--max-queue-size).",
-            now.queue_capacity,
-        );
-        header(
-            o,
-            "mammo_model_info",
-            "gauge",
-            "The loaded model (1 once loaded).",
-        );
+        self.recorder
+            .register_histogram(&key, &META)
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of everything recorded, with the gauges
+    /// of `now`.
+    pub fn render(&self, now: &Snapshot) -> String {
+        let gauge = |name: &'static str, labels: Vec<Label>| {
+            self.recorder
+                .register_gauge(&Key::from_parts(name, labels), &META)
+        };
+        gauge(QUEUE_DEPTH, vec![]).set(now.queue_depth as f64);
+        gauge(QUEUE_CAPACITY, vec![]).set(now.queue_capacity as f64);
         if !now.model.is_empty() {
-            let labels: Vec<String> = now
+            let labels = now
                 .model
                 .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .map(|(k, v)| Label::new(*k, v.clone()))
                 .collect();
-            let _ = writeln!(o, "mammo_model_info{{{}}} 1", labels.join(","));
+            gauge(MODEL_INFO, labels).set(1.0);
         }
-        out
+        self.handle.render()
     }
 }
 
-/// `# HELP` and `# TYPE` lines of one metric.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+impl Observer for Metrics {
+    fn batch_ran(&self, images: usize, elapsed: Duration) {
+        self.images.increment(images as u64);
+        self.batch_size.record(images as f64);
+        self.inference.record(elapsed.as_secs_f64());
+    }
 
-/// A metric with one unlabelled value.
-fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    header(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+    fn waited(&self, waited: Duration) {
+        self.queue_wait.record(waited.as_secs_f64());
+    }
 }
 
 #[cfg(test)]
@@ -277,47 +180,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_and_include_their_bound() {
-        let mut h = Histogram::new(&BATCH_SIZES);
-        for v in [1.0, 1.0, 3.0, 8.0, 100.0] {
-            h.observe(v);
-        }
-        let mut out = String::new();
-        h.render(&mut out, "x", "");
-        assert!(out.contains("x_bucket{le=\"1\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"2\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"3\"} 3\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"8\"} 4\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"+Inf\"} 5\n"), "{out}");
-        assert!(
-            out.contains("x_sum 113\n") && out.contains("x_count 5\n"),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn renders_requests_by_route_and_status_and_escapes_labels() {
+    fn renders_requests_by_route_and_status_histograms_and_gauges() {
         let m = Arc::new(Metrics::default());
+        let first = m.render(&Snapshot::default());
+        assert!(
+            first.contains("# TYPE mammo_http_requests_total counter"),
+            "{first}"
+        );
         drop(m.in_flight());
         m.request_finished("/predict", 200, Duration::from_millis(7));
+        for n in [1, 1, 3, 8, 100] {
+            m.batch_ran(n, Duration::from_millis(2));
+        }
         let _held = m.in_flight();
         let text = m.render(&Snapshot {
             model: vec![("version", "1.0 \"beta\"".into())],
             queue_depth: 3,
             queue_capacity: 64,
         });
-        assert!(text.contains("mammo_http_requests_total{route=\"/predict\",status=\"200\"} 1\n"));
-        assert!(text.contains(
-            "mammo_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0075\"} 1\n"
-        ));
-        assert!(text.contains(
-            "mammo_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.005\"} 0\n"
-        ));
-        assert!(text.contains("mammo_http_requests_in_flight 1\n"));
-        assert!(text.contains("mammo_queue_depth 3\n"));
-        assert!(
-            text.contains("mammo_model_info{version=\"1.0 \\\"beta\\\"\"} 1\n"),
-            "{text}"
-        );
+        for line in [
+            "mammo_http_requests_total{route=\"/predict\",status=\"200\"} 1\n",
+            "mammo_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0075\"} 1\n",
+            "mammo_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.005\"} 0\n",
+            "mammo_batch_size_bucket{le=\"1\"} 2\n",
+            "mammo_batch_size_bucket{le=\"3\"} 3\n",
+            "mammo_batch_size_bucket{le=\"+Inf\"} 5\n",
+            "mammo_batch_size_sum 113\n",
+            "mammo_images_inferred_total 113\n",
+            "mammo_http_requests_in_flight 1\n",
+            "mammo_queue_depth 3\n",
+            "mammo_model_info{version=\"1.0 \\\"beta\\\"\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line}missing from:\n{text}");
+        }
     }
 }

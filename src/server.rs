@@ -3,11 +3,13 @@
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::engine::{self, Engine};
+use crate::engine::{onnx, Engine, Observer};
+use crate::pipeline::{self, Admission, ModelInfo, Pipeline};
 use anyhow::{bail, Context};
 use ort::environment::Environment;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// A bound server whose model is not loaded yet.
@@ -23,7 +25,7 @@ impl Server {
     /// exists and binds the listener. Fails fast, with a message naming the fix, on any of them.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         config.validate()?;
-        let environment = engine::environment(&config.ort_lib)?;
+        let environment = onnx::environment(&config.ort_lib)?;
         if !config.model.is_file() {
             bail!(
                 "model file {} not found: pass --model (or MAMMO_MODEL) with an ONNX file that follows the model contract",
@@ -48,6 +50,18 @@ impl Server {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Serves `model` on an engine the caller started (a test backend, say) instead of loading
+    /// the configured file; the server is ready at once.
+    pub fn install(&self, engine: Engine, model: ModelInfo) {
+        self.state
+            .set_pipeline(pipeline_for(&self.config, engine, model));
+    }
+
+    /// The metrics an engine started by the caller should report to.
+    pub fn observer(&self) -> Arc<dyn Observer> {
+        self.state.metrics()
     }
 
     /// A handle that loads and warms up the model, then marks the server ready.
@@ -88,16 +102,28 @@ impl Loader {
             state,
             environment,
         } = self;
-        let engine_config = config.engine();
-        let metrics = state.metrics();
-        let engine = tokio::task::spawn_blocking(move || {
-            Engine::load(&environment, &engine_config, metrics)
+        let options = config.onnx();
+        let observer: Arc<dyn Observer> = state.metrics();
+        let (engine, model) = tokio::task::spawn_blocking(move || {
+            pipeline::load_onnx(&environment, &options, observer)
         })
         .await
         .context("model loading panicked")??;
-        state.set_engine(engine);
+        state.set_pipeline(pipeline_for(&config, engine, model));
         Ok(())
     }
+}
+
+/// The server's pipeline: one decode per core, requests refused when the queue is full.
+fn pipeline_for(config: &Config, engine: Engine, model: ModelInfo) -> Pipeline {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Pipeline::new(
+        engine,
+        model,
+        config.decode_limits(),
+        cores,
+        Admission::Refuse,
+    )
 }
 
 /// Runs the server until SIGTERM or SIGINT. A model that fails to load stops the process.

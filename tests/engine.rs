@@ -1,26 +1,40 @@
-//! The engine through its library API: real ONNX Runtime, real sessions, the test model.
+//! The engine through its library API. Queueing, overload, deadlines and ordering run on a
+//! gate backend that the test lets through run by one, so they hold on any machine speed;
+//! the equality of batched and single runs runs the real ONNX Runtime on the test model.
 
 mod common;
 
 use common::*;
-use mammo_serve::engine::{self, Engine, EngineError, Provider};
+use mammo_serve::engine::gate::Gate;
+use mammo_serve::engine::{onnx, Backend, Engine, EngineError, EngineOptions, Unobserved};
 use mammo_serve::metrics::{Metrics, Snapshot};
+use mammo_serve::pipeline::{self, OnnxOptions};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-fn load_with(extra: &[&str], metrics: Arc<Metrics>) -> Engine {
-    let config = config(extra);
-    let env = engine::environment(&config.ort_lib).unwrap();
-    Engine::load(&env, &config.engine(), metrics).unwrap()
+/// Floats in one test tensor (the gate backend reads any length).
+const LEN: usize = 48;
+/// How long a test waits for the engine before it fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn options(queue: usize, batch: usize) -> EngineOptions {
+    EngineOptions {
+        max_queue_size: queue,
+        max_batch_size: batch,
+        max_queue_delay: Duration::ZERO,
+    }
 }
 
-fn load(extra: &[&str]) -> Engine {
-    load_with(extra, Arc::default())
+/// An engine of `workers` gate backends behind `gate`.
+fn gated(gate: &Gate, workers: usize, options: EngineOptions, metrics: Arc<Metrics>) -> Engine {
+    let backends = (0..workers)
+        .map(|_| Box::new(gate.backend(8, false)) as Box<dyn Backend>)
+        .collect();
+    Engine::start(backends, LEN, options, metrics).unwrap()
 }
 
-/// `n` different images: image `k` is a ramp offset by `k`.
-fn tensors(n: usize, engine: &Engine) -> Vec<Vec<f32>> {
-    let len = engine.info().metadata.preprocessing.tensor_len();
+/// `n` different tensors of `len` floats: tensor `k` is a ramp offset by `k`.
+fn tensors(n: usize, len: usize) -> Vec<Vec<f32>> {
     (0..n)
         .map(|k| {
             (0..len)
@@ -30,67 +44,66 @@ fn tensors(n: usize, engine: &Engine) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn assert_close(a: &[f32; 8], b: &[f32; 8], what: &str) {
-    for (x, y) in a.iter().zip(b) {
-        assert!((x - y).abs() < 1e-4, "{what}: {a:?} vs {b:?}");
-    }
-}
-
 #[tokio::test]
-async fn batched_runs_equal_single_runs_in_request_order() {
-    let engine = load(&["--max-batch-size", "2"]);
-    assert_eq!(engine.info().provider, Provider::Cpu);
-    let images = tensors(5, &engine);
+async fn batched_runs_of_the_real_model_equal_single_runs_in_request_order() {
+    let config = config(&["--max-batch-size", "2"]);
+    let env = onnx::environment(&config.ort_lib).unwrap();
+    let options: OnnxOptions = config.onnx();
+    let (engine, model) = pipeline::load_onnx(&env, &options, Arc::new(Unobserved)).unwrap();
+    assert_eq!(model.provider, "CPUExecutionProvider");
+    let images = tensors(5, model.metadata.preprocessing.tensor_len());
     let batched = engine.infer(images.clone(), None).await.unwrap();
-    assert_eq!(batched.logits.len(), 5);
-    for (i, row) in batched.logits.iter().enumerate() {
+    assert_eq!(batched.outputs.len(), 5);
+    for (i, row) in batched.outputs.iter().enumerate() {
         let alone = engine.infer(vec![images[i].clone()], None).await.unwrap();
-        assert_close(row, &alone.logits[0], &format!("image {i}"));
+        for (x, y) in row.logits.iter().zip(&alone.outputs[0].logits) {
+            assert!((x - y).abs() < 1e-4, "image {i}: {row:?} vs {alone:?}");
+        }
     }
     assert_ne!(
-        batched.logits[0], batched.logits[1],
+        batched.outputs[0], batched.outputs[1],
         "different inputs, different logits"
     );
 }
 
 #[tokio::test]
-async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
+async fn queued_requests_are_batched_and_each_gets_its_own_answer() {
+    let gate = Gate::closed();
     let metrics = Arc::new(Metrics::default());
-    let engine = load_with(
-        &["--max-batch-size", "8", "--max-queue-delay-ms", "5"],
-        Arc::clone(&metrics),
-    );
-    let images = tensors(24, &engine);
-    let mut expected = Vec::new();
-    for image in &images {
-        expected.push(
-            engine
-                .infer(vec![image.clone()], None)
-                .await
-                .unwrap()
-                .logits[0],
-        );
-    }
-    let tasks: Vec<_> = images
-        .into_iter()
+    let engine = gated(&gate, 1, options(64, 8), Arc::clone(&metrics));
+    let images = tensors(25, LEN);
+    // The first request holds the worker at the gate while 24 more queue up behind it.
+    let first = {
+        let (engine, image) = (engine.clone(), images[0].clone());
+        tokio::spawn(async move { engine.infer(vec![image], None).await })
+    };
+    assert!(gate.waiting(1, PATIENCE).await);
+    let rest: Vec<_> = images[1..]
+        .iter()
         .map(|image| {
-            let engine = engine.clone();
+            let (engine, image) = (engine.clone(), image.clone());
             tokio::spawn(async move { engine.infer(vec![image], None).await })
         })
         .collect();
-    for (k, task) in tasks.into_iter().enumerate() {
-        let answer = task.await.unwrap().unwrap();
-        assert_close(&answer.logits[0], &expected[k], &format!("request {k}"));
+    while engine.queue_depth() < 24 {
+        tokio::task::yield_now().await;
     }
-    // 24 single runs before, then the 24 concurrent requests in fewer, larger runs.
+    gate.open();
+    let mut answers = vec![first.await.unwrap().unwrap()];
+    for task in rest {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    for (k, answer) in answers.iter().enumerate() {
+        let alone = engine.infer(vec![images[k].clone()], None).await.unwrap();
+        assert_eq!(
+            answer.outputs, alone.outputs,
+            "request {k} got another's answer"
+        );
+    }
+    // One run for the first image, then the 24 queued ones in runs of 8, then 25 singles.
     let text = metrics.render(&Snapshot::default());
-    let runs_of_one = count(&text, "mammo_batch_size_bucket{le=\"1\"}");
-    let runs = count(&text, "mammo_batch_size_count");
-    assert!(
-        runs < 48 && runs_of_one < runs,
-        "no batching happened:\n{text}"
-    );
-    assert_eq!(count(&text, "mammo_images_inferred_total"), 48);
+    assert_eq!(count(&text, "mammo_batch_size_count"), 1 + 3 + 25, "{text}");
+    assert_eq!(count(&text, "mammo_images_inferred_total"), 50);
 }
 
 fn count(text: &str, series: &str) -> u64 {
@@ -101,71 +114,93 @@ fn count(text: &str, series: &str) -> u64 {
 
 #[tokio::test]
 async fn a_full_queue_refuses_at_once_loses_no_accepted_work_and_recovers() {
-    // The shipped model (~10 ms an image) on one worker: the test model runs in microseconds,
-    // and on two busy cores each push could wake the worker, which then drained the queue
-    // before the next push (seen once in CI: 60 done, none refused).
-    let model = shipped_model();
-    let engine = load(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--engine-workers",
-        "1",
-        "--max-queue-size",
-        "4",
-        "--max-batch-size",
-        "1",
-    ]);
-    let tasks: Vec<_> = tensors(60, &engine)
-        .into_iter()
-        .map(|image| {
+    let gate = Gate::closed();
+    let engine = gated(&gate, 1, options(4, 1), Arc::default());
+    let running = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.infer(tensors(1, LEN), None).await })
+    };
+    assert!(gate.waiting(1, PATIENCE).await);
+    // The worker holds one image at the gate; the queue takes four more, then refuses.
+    let accepted: Vec<_> = (0..4)
+        .map(|_| {
             let engine = engine.clone();
-            tokio::spawn(async move { engine.infer(vec![image], None).await })
+            tokio::spawn(async move { engine.infer(tensors(1, LEN), None).await })
         })
         .collect();
-    let (mut done, mut refused) = (0, 0);
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(answer) => {
-                assert_eq!(answer.logits.len(), 1);
-                done += 1;
-            }
-            Err(EngineError::Overloaded(4)) => refused += 1,
-            Err(e) => panic!("unexpected {e:?}"),
-        }
+    while engine.queue_depth() < 4 {
+        tokio::task::yield_now().await;
     }
-    assert!(refused > 0 && done >= 4, "done {done}, refused {refused}");
-    assert_eq!(engine.queue_depth(), 0);
-    engine
-        .infer(tensors(1, &engine), None)
+    for _ in 0..10 {
+        let refused = engine.infer(tensors(1, LEN), None).await.unwrap_err();
+        assert!(matches!(refused, EngineError::Overloaded(4)), "{refused:?}");
+    }
+    gate.open();
+    running
         .await
-        .expect("recovers");
+        .unwrap()
+        .expect("the running image is answered");
+    for task in accepted {
+        assert_eq!(task.await.unwrap().unwrap().outputs.len(), 1);
+    }
+    assert_eq!(gate.images_run(), 5, "refused images never ran");
+    assert_eq!(engine.queue_depth(), 0);
+    engine.infer(tensors(1, LEN), None).await.expect("recovers");
 }
 
 #[tokio::test]
 async fn images_past_their_deadline_are_answered_expired_not_run() {
-    let engine = load(&["--max-batch-size", "1"]);
+    let gate = Gate::opened();
+    let engine = gated(&gate, 1, options(8, 1), Arc::default());
     let err = engine
-        .infer(tensors(1, &engine), Some(Instant::now()))
+        .infer(tensors(1, LEN), Some(Instant::now()))
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::Expired(_)), "{err:?}");
+    assert_eq!(gate.images_run(), 0);
+}
+
+#[tokio::test]
+async fn abandoned_work_is_dropped_before_it_runs() {
+    let gate = Gate::closed();
+    let engine = gated(&gate, 1, options(8, 1), Arc::default());
+    let running = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.infer(tensors(1, LEN), None).await })
+    };
+    assert!(gate.waiting(1, PATIENCE).await);
+    let abandoned = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.infer(tensors(3, LEN), None).await })
+    };
+    while engine.queue_depth() < 3 {
+        tokio::task::yield_now().await;
+    }
+    abandoned.abort();
+    let _ = abandoned.await;
+    gate.open();
+    running.await.unwrap().unwrap();
+    engine.infer(tensors(1, LEN), None).await.unwrap();
+    assert_eq!(gate.images_run(), 2, "the abandoned images never ran");
 }
 
 #[tokio::test]
 async fn a_batch_larger_than_the_queue_is_refused_whole() {
-    let engine = load(&["--max-queue-size", "3", "--max-batch-items", "3"]);
-    let err = engine.infer(tensors(4, &engine), None).await.unwrap_err();
+    let gate = Gate::opened();
+    let engine = gated(&gate, 1, options(3, 8), Arc::default());
+    let err = engine.infer(tensors(4, LEN), None).await.unwrap_err();
     assert!(matches!(err, EngineError::Overloaded(3)), "{err:?}");
     assert_eq!(engine.queue_depth(), 0);
 }
 
 #[tokio::test]
 async fn wrong_tensor_length_is_an_inference_error_not_a_crash() {
-    let engine = load(&[]);
+    let gate = Gate::opened();
+    let engine = gated(&gate, 1, options(8, 8), Arc::default());
     let err = engine.infer(vec![vec![0.0; 10]], None).await.unwrap_err();
     assert!(matches!(err, EngineError::Inference(_)), "{err:?}");
     engine
-        .infer(tensors(1, &engine), None)
+        .infer(tensors(1, LEN), None)
         .await
         .expect("the worker survives");
 }

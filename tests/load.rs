@@ -1,12 +1,19 @@
 //! Behaviour under concurrent load on a real server: dynamic batching keeps every answer with
-//! its own image, a full queue answers 429 and recovers, /metrics counts what happened, and
-//! every prediction carries its timing headers.
+//! its own image, a full queue answers 429 and recovers, late work gets 503 without running,
+//! /metrics counts what happened, and every prediction carries its timing headers. Overload
+//! and deadlines run on a gate backend that the test lets through, so they hold on any
+//! machine speed.
 
 mod common;
 
 use common::*;
 use futures_util::future::join_all;
+use mammo_serve::engine::gate::Gate;
 use serde_json::Value;
+use std::time::Duration;
+
+/// How long a test waits for the engine before it fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Class probabilities of one response, in a fixed order.
 fn class_vector(p: &Value) -> Vec<f64> {
@@ -23,23 +30,15 @@ fn series(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A ready server on the shipped model (slow enough on a CPU to build a queue) with `extra` flags.
-async fn start_shipped(extra: &[&str]) -> TestServer {
-    let model = shipped_model();
-    let mut args = vec!["--model", model.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    start(config(&args)).await
-}
-
 #[tokio::test]
-async fn concurrent_requests_are_batched_and_each_answer_is_for_its_own_image() {
-    let server = start(config(&[
-        "--max-batch-size",
-        "8",
-        "--max-queue-delay-ms",
-        "20",
-    ]))
+async fn queued_requests_are_batched_and_each_answer_is_for_its_own_image() {
+    let gate = Gate::closed();
+    let server = start_gated(
+        config(&["--engine-workers", "1", "--max-batch-size", "8"]),
+        &gate,
+    )
     .await;
+    gate.release(CLASS_FIXTURES.len());
     let mut expected = Vec::new();
     for name in CLASS_FIXTURES {
         let r = server.post_image(fixture(name), "image/jpeg").await;
@@ -48,56 +47,87 @@ async fn concurrent_requests_are_batched_and_each_answer_is_for_its_own_image() 
     }
     let before = server.get("/metrics").await.text().await.unwrap();
 
-    let requests = (0..32).map(|i| {
-        let name = CLASS_FIXTURES[i % CLASS_FIXTURES.len()];
-        server.post_image(fixture(name), "image/jpeg")
+    // One request holds the worker at the gate while 32 queue behind it.
+    let first = server.post_image(fixture(CLASS_FIXTURES[0]), "image/jpeg");
+    let (first, responses) = tokio::join!(first, async {
+        assert!(gate.waiting(1, PATIENCE).await);
+        let requests = join_all((0..32).map(|i| {
+            let name = CLASS_FIXTURES[i % CLASS_FIXTURES.len()];
+            server.post_image(fixture(name), "image/jpeg")
+        }));
+        let releaser = async {
+            while queue_depth(&server).await < 32.0 {
+                tokio::task::yield_now().await;
+            }
+            gate.open();
+        };
+        tokio::join!(requests, releaser).0
     });
-    let responses = join_all(requests).await;
+    assert_eq!(first.status(), 200);
     for (i, r) in responses.into_iter().enumerate() {
         assert_eq!(r.status(), 200);
         let got = class_vector(&r.json().await.unwrap());
-        for (a, b) in got.iter().zip(&expected[i % CLASS_FIXTURES.len()]) {
-            assert!(
-                (a - b).abs() < 1e-5,
-                "request {i} got another image's answer"
-            );
-        }
+        assert_eq!(
+            got,
+            expected[i % CLASS_FIXTURES.len()],
+            "request {i} got another image's answer"
+        );
     }
 
     let after = server.get("/metrics").await.text().await.unwrap();
-    let runs = series(&after, "mammo_batch_size_count") - series(&before, "mammo_batch_size_count");
-    let images = series(&after, "mammo_images_inferred_total")
-        - series(&before, "mammo_images_inferred_total");
-    assert_eq!(images, 32.0);
-    assert!(
-        runs < 32.0,
-        "32 concurrent images ran in {runs} engine runs: no batching"
+    let moved = |name| series(&after, name) - series(&before, name);
+    assert_eq!(moved("mammo_images_inferred_total"), 33.0);
+    assert_eq!(
+        moved("mammo_batch_size_count"),
+        5.0,
+        "one run, then 32 in runs of 8"
     );
+}
+
+/// Images waiting for the engine now, from `/metrics`.
+async fn queue_depth(server: &TestServer) -> f64 {
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    series(&metrics, "mammo_queue_depth")
 }
 
 #[tokio::test]
 async fn a_full_queue_answers_429_keeps_health_live_and_recovers() {
-    // One single-threaded engine worker on the shipped model (~10 ms an image) drains the queue
-    // far slower than two decode slots fill it (a 224-px JPEG, even in a debug build), so a
-    // queue of two images overflows when 48 requests arrive together.
-    let server = start_shipped(&[
-        "--engine-workers",
-        "1",
-        "--max-queue-size",
-        "2",
-        "--max-batch-items",
-        "2",
-        "--max-batch-size",
-        "1",
-        "--max-queue-delay-ms",
-        "0",
-    ])
+    let gate = Gate::closed();
+    let server = start_gated(
+        config(&[
+            "--engine-workers",
+            "1",
+            "--max-queue-size",
+            "2",
+            "--max-batch-items",
+            "2",
+            "--max-batch-size",
+            "1",
+        ]),
+        &gate,
+    )
     .await;
-    let requests = (0..48).map(|i| server.post_image(fixture(CLASS_FIXTURES[i % 8]), "image/jpeg"));
-    let (responses, live) = tokio::join!(join_all(requests), server.get("/health/live"));
-    assert_eq!(live.status(), 200, "liveness answers under overload");
-    let (mut ok, mut refused) = (0, 0);
-    for r in responses {
+    let image = || fixture(CLASS_FIXTURES[0]);
+    // The first request holds the only worker at the gate; of five more, the queue takes two.
+    let first = server.post_image(image(), "image/jpeg");
+    let (first, held) = tokio::join!(first, async {
+        assert!(gate.waiting(1, PATIENCE).await);
+        let burst = join_all((0..5).map(|_| server.post_image(image(), "image/jpeg")));
+        let live = server.get("/health/live");
+        let releaser = async {
+            // Every refusal is answered at once, before any image runs.
+            while server_429s(&server).await < 3.0 {
+                tokio::task::yield_now().await;
+            }
+            gate.open();
+        };
+        let (burst, live, ()) = tokio::join!(burst, live, releaser);
+        assert_eq!(live.status(), 200, "liveness answers under overload");
+        burst
+    });
+    assert_eq!(first.status(), 200);
+    let (mut ok, mut refused) = (1, 0);
+    for r in held {
         match r.status().as_u16() {
             200 => {
                 assert!(r.headers().contains_key("x-total-time"));
@@ -115,20 +145,25 @@ async fn a_full_queue_answers_429_keeps_health_live_and_recovers() {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert!(ok >= 2 && refused > 0, "{ok} answered, {refused} refused");
-    let metrics = server.get("/metrics").await.text().await.unwrap();
     assert_eq!(
-        series(
-            &metrics,
-            "mammo_http_requests_total{route=\"/predict\",status=\"429\"}"
-        ),
-        refused as f64
+        (ok, refused),
+        (3, 3),
+        "the running image and the two queued are answered"
     );
+    assert_eq!(gate.images_run(), 3, "refused images never ran");
+    let metrics = server.get("/metrics").await.text().await.unwrap();
     assert_eq!(series(&metrics, "mammo_queue_depth"), 0.0);
-    let r = server
-        .post_image(fixture(CLASS_FIXTURES[0]), "image/jpeg")
-        .await;
+    let r = server.post_image(image(), "image/jpeg").await;
     assert_eq!(r.status(), 200, "recovers once the burst is over");
+}
+
+/// `/predict` answers with 429 so far, from `/metrics`.
+async fn server_429s(server: &TestServer) -> f64 {
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    series(
+        &metrics,
+        "mammo_http_requests_total{route=\"/predict\",status=\"429\"}",
+    )
 }
 
 #[tokio::test]
@@ -210,51 +245,56 @@ async fn metrics_count_requests_images_and_time() {
 }
 
 #[tokio::test]
-async fn work_that_waits_past_its_deadline_gets_503_and_the_rest_is_answered() {
-    // One single-threaded worker on the shipped model (~10 ms an image) and a 200 ms budget:
-    // of 48 requests arriving together (~480 ms of inference; within the default
-    // --max-concurrency of 64, so none is refused with 429) the last ones cannot start in
-    // time, while the first are answered even on two cores busy with other work (a 60 ms
-    // budget once left none answered while clippy ran beside the tests).
-    let server = start_shipped(&[
-        "--engine-workers",
-        "1",
-        "--max-batch-size",
-        "1",
-        "--request-timeout",
-        "0.2",
-    ])
+async fn work_that_waits_past_its_deadline_gets_503_without_running_and_the_rest_is_answered() {
+    let gate = Gate::closed();
+    let server = start_gated(
+        config(&[
+            "--engine-workers",
+            "1",
+            "--max-batch-size",
+            "1",
+            "--request-timeout",
+            "1",
+        ]),
+        &gate,
+    )
     .await;
-    let requests = (0..48).map(|i| server.post_image(fixture(CLASS_FIXTURES[i % 8]), "image/jpeg"));
-    let (mut ok, mut late) = (0, 0);
-    for r in join_all(requests).await {
-        match r.status().as_u16() {
-            200 => ok += 1,
-            503 => {
-                assert_eq!(r.headers()["retry-after"], "1");
-                expect_problem(r, 503).await;
-                late += 1;
-            }
-            other => panic!("unexpected status {other}"),
-        }
+    let image = || fixture(CLASS_FIXTURES[1]);
+    // A is let through in time; B is taken by the worker and held at the gate; C, D and E
+    // wait in the queue. All of B..E pass their 1 s deadline: 503. (The only time the test
+    // depends on: the worker takes B within 1 s of A's run, a thread's wake-up.)
+    let a = server.post_image(image(), "image/jpeg");
+    let (a, late) = tokio::join!(a, async {
+        assert!(gate.waiting(1, PATIENCE).await);
+        let b = server.post_image(image(), "image/jpeg");
+        let rest = async {
+            gate.release(1);
+            assert!(gate.finished(1, PATIENCE).await, "A ran");
+            assert!(gate.waiting(1, PATIENCE).await, "B reaches the gate");
+            join_all((0..3).map(|_| server.post_image(image(), "image/jpeg"))).await
+        };
+        let (b, mut rest) = tokio::join!(b, rest);
+        rest.insert(0, b);
+        rest
+    });
+    assert_eq!(a.status(), 200);
+    for r in late {
+        assert_eq!(r.headers()["retry-after"], "1");
+        expect_problem(r, 503).await;
     }
-    assert!(ok > 0 && late > 0, "{ok} answered, {late} late");
-    // Abandoned images leave the queue when a worker next looks (after the run in progress).
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = server.get("/metrics").await.text().await.unwrap();
-        if series(&metrics, "mammo_queue_depth") == 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    gate.open();
+    // F queues behind C, D and E, which the worker drops as expired on its way to F.
+    assert_eq!(server.post_image(image(), "image/jpeg").await.status(), 200);
+    assert_eq!(
+        gate.images_run(),
+        3,
+        "A, B (taken before its deadline) and F"
+    );
+    let metrics = server.get("/metrics").await.text().await.unwrap();
     assert_eq!(
         series(&metrics, "mammo_queue_depth"),
         0.0,
         "nothing left queued"
     );
-    assert!(
-        series(&metrics, "mammo_images_inferred_total") < 48.0,
-        "late images were not run"
-    );
+    assert_eq!(series(&metrics, "mammo_images_inferred_total"), 3.0);
 }

@@ -6,11 +6,13 @@
 mod common;
 
 use common::*;
-use mammo_serve::engine::{self, Engine};
+use mammo_serve::engine::{onnx, Unobserved};
 use mammo_serve::imaging::{self, DecodeLimits, Preprocessing, ResizeFilter};
 use mammo_serve::model::postprocess::canonical_probabilities;
+use mammo_serve::pipeline;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 const MEAN: [f32; 3] = [0.498, 0.498, 0.498];
 const STD: [f32; 3] = [0.502, 0.502, 0.502];
@@ -86,7 +88,9 @@ async fn python_and_rust_preprocess_alike() {
             "variant_grey16_448x560.png",
             "variant_grey8_300x260.png",
         ] {
-            let rust = imaging::to_tensor(&fixture(name).into(), &limits, &prep).unwrap();
+            let rust = imaging::prepare(&fixture(name).into(), &limits, &prep)
+                .unwrap()
+                .tensor;
             let python = python_tensor(&fixtures.join(name), steps, 224);
             let diff = max_abs_diff(&rust, &python);
             println!("PNG  {name:<28} steps [{steps}] max |Δ| = {diff:.2e} (normalised units)");
@@ -104,7 +108,9 @@ async fn python_and_rust_preprocess_alike() {
             ..prep.clone()
         };
         for name in ["variant_grey16_448x560.png", "variant_grey8_300x260.png"] {
-            let rust = imaging::to_tensor(&fixture(name).into(), &limits, &prep).unwrap();
+            let rust = imaging::prepare(&fixture(name).into(), &limits, &prep)
+                .unwrap()
+                .tensor;
             let python = python_tensor(&fixtures.join(name), steps, 64);
             let diff = max_abs_diff(&rust, &python);
             println!("PNG  {name:<28} 64 px, steps [{steps}] max |Δ| = {diff:.2e}");
@@ -122,9 +128,9 @@ async fn python_and_rust_preprocess_alike() {
     };
     let config = config(&["--model", &model.display().to_string()]);
     println!("model for the probability check: {}", model.display());
-    let env = engine::environment(&config.ort_lib).unwrap();
-    let engine = Engine::load(&env, &config.engine(), Default::default()).unwrap();
-    let metadata = engine.info().metadata.clone();
+    let env = onnx::environment(&config.ort_lib).unwrap();
+    let (engine, model) = pipeline::load_onnx(&env, &config.onnx(), Arc::new(Unobserved)).unwrap();
+    let metadata = model.metadata.clone();
     let model_prep = metadata.preprocessing.clone();
     // The model's own full-field steps, as users get them.
     let steps = model_prep.steps.names().join(",");
@@ -133,7 +139,9 @@ async fn python_and_rust_preprocess_alike() {
         ..prep
     };
     for name in CLASS_FIXTURES {
-        let rust = imaging::to_tensor(&fixture(name).into(), &limits, &prep).unwrap();
+        let rust = imaging::prepare(&fixture(name).into(), &limits, &prep)
+            .unwrap()
+            .tensor;
         let python = python_tensor(&fixtures.join(name), &steps, 224);
         let diff = max_abs_diff(&rust, &python);
         // One grey level is 1/255 before normalisation.
@@ -150,19 +158,22 @@ async fn python_and_rust_preprocess_alike() {
                 })
                 .collect()
         };
-        let a = engine
-            .infer(vec![renorm(&rust)], None)
-            .await
-            .unwrap()
-            .logits[0];
-        let b = engine
-            .infer(vec![renorm(&python)], None)
-            .await
-            .unwrap()
-            .logits[0];
+        let run = |t: Vec<f32>| {
+            let engine = engine.clone();
+            async move {
+                engine
+                    .infer(vec![t], None)
+                    .await
+                    .unwrap()
+                    .outputs
+                    .remove(0)
+                    .logits
+            }
+        };
+        let (a, b) = (run(renorm(&rust)).await, run(renorm(&python)).await);
         let (pa, pb) = (
-            canonical_probabilities(&a, &metadata),
-            canonical_probabilities(&b, &metadata),
+            canonical_probabilities(&a, &metadata).unwrap(),
+            canonical_probabilities(&b, &metadata).unwrap(),
         );
         let dp = pa
             .iter()

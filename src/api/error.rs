@@ -2,6 +2,7 @@
 
 use crate::engine::EngineError;
 use crate::imaging::ImageError;
+use crate::pipeline::PipelineError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -116,6 +117,9 @@ impl From<ImageError> for ApiError {
                 ApiError::BadRequest(e.to_string())
             }
             ImageError::Unusable(_) => ApiError::Unprocessable(e.to_string()),
+            ImageError::NotMammography(_) => ApiError::Unprocessable(format!(
+                "{e}; the server accepts other modalities only when started with --allow-any-modality"
+            )),
             ImageError::Unsupported(_) => ApiError::UnsupportedType(e.to_string()),
         }
     }
@@ -129,6 +133,15 @@ impl From<EngineError> for ApiError {
             EngineError::Startup(_) | EngineError::Inference(_) => {
                 ApiError::Internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Engine(e) => e.into(),
+            PipelineError::Internal(detail) => ApiError::Internal(detail),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! HTTP only: the router, its middleware stack, handlers, JSON types and the error mapping.
-//! Never touches ort; talks to the engine through [`crate::engine::Engine`].
+//! Never touches ort or pixels; asks the [`crate::pipeline::Pipeline`].
 
+pub mod dto;
 pub mod error;
 pub mod handlers;
 pub mod state;
-pub mod types;
 
 pub use error::{ApiError, Problem};
 pub use state::AppState;

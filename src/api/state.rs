@@ -1,14 +1,11 @@
-//! What the handlers share: the engine once loaded, input limits, the decode pool and metrics.
+//! What the handlers share: the pipeline once the model is loaded, request limits, metrics.
 
 use super::error::ApiError;
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::imaging::{self, DecodeLimits, Prepared};
 use crate::metrics::{Metrics, Snapshot};
-use axum::body::Bytes;
+use crate::pipeline::Pipeline;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 /// Shared handler state; cheap to clone.
 #[derive(Clone)]
@@ -17,11 +14,8 @@ pub struct AppState {
 }
 
 struct Inner {
-    engine: OnceLock<Engine>,
-    limits: DecodeLimits,
+    pipeline: OnceLock<Pipeline>,
     max_batch_items: usize,
-    /// Bounds concurrent decode/preprocess jobs to the number of cores.
-    decode_slots: Arc<Semaphore>,
     /// How long a request may take; its images expire in the queue after that.
     request_timeout: Duration,
     queue_capacity: usize,
@@ -29,15 +23,12 @@ struct Inner {
 }
 
 impl AppState {
-    /// State with no engine yet: prediction routes answer 503 until [`AppState::set_engine`].
+    /// State with no model yet: prediction routes answer 503 until [`AppState::set_pipeline`].
     pub fn new(config: &Config) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         AppState {
             inner: Arc::new(Inner {
-                engine: OnceLock::new(),
-                limits: config.decode_limits(),
+                pipeline: OnceLock::new(),
                 max_batch_items: config.max_batch_items,
-                decode_slots: Arc::new(Semaphore::new(cores)),
                 request_timeout: config.request_timeout(),
                 queue_capacity: config.max_queue_size,
                 metrics: Arc::default(),
@@ -45,25 +36,20 @@ impl AppState {
         }
     }
 
-    /// Makes the loaded, warmed-up engine available; the server is ready from here on.
-    pub fn set_engine(&self, engine: Engine) {
-        if self.inner.engine.set(engine).is_err() {
-            tracing::warn!("an engine was already set; keeping the first");
+    /// Makes the loaded, warmed-up model available; the server is ready from here on.
+    pub fn set_pipeline(&self, pipeline: Pipeline) {
+        if self.inner.pipeline.set(pipeline).is_err() {
+            tracing::warn!("a model was already loaded; keeping the first");
         }
     }
 
-    /// The engine, or 503 while the model is still loading.
-    pub fn engine(&self) -> Result<&Engine, ApiError> {
-        self.inner.engine.get().ok_or_else(|| {
+    /// The pipeline, or 503 while the model is still loading.
+    pub fn pipeline(&self) -> Result<&Pipeline, ApiError> {
+        self.inner.pipeline.get().ok_or_else(|| {
             ApiError::Unavailable(
                 "the model is still loading; retry when /health/ready answers 200".into(),
             )
         })
-    }
-
-    /// Whether the model is loaded and warmed up.
-    pub fn is_ready(&self) -> bool {
-        self.inner.engine.get().is_some()
     }
 
     /// Where the server and engine record their metrics.
@@ -73,18 +59,18 @@ impl AppState {
 
     /// The metrics in Prometheus text format, with the queue and model read now.
     pub fn render_metrics(&self) -> String {
-        let engine = self.inner.engine.get();
+        let pipeline = self.inner.pipeline.get();
         let snapshot = Snapshot {
-            model: engine.map_or_else(Vec::new, |e| {
-                let info = e.info();
+            model: pipeline.map_or_else(Vec::new, |p| {
+                let info = p.model();
                 vec![
                     ("name", info.name.clone()),
                     ("version", info.metadata.version.clone()),
                     ("sha256", info.sha256.clone()),
-                    ("provider", info.provider.name().to_string()),
+                    ("provider", info.provider.clone()),
                 ]
             }),
-            queue_depth: engine.map_or(0, Engine::queue_depth),
+            queue_depth: pipeline.map_or(0, Pipeline::queue_depth),
             queue_capacity: self.inner.queue_capacity,
         };
         self.inner.metrics.render(&snapshot)
@@ -98,22 +84,5 @@ impl AppState {
     /// Most items in one batch.
     pub fn max_batch_items(&self) -> usize {
         self.inner.max_batch_items
-    }
-
-    /// Decodes and preprocesses one image on the blocking pool, at most one job per core.
-    pub async fn prepare(&self, bytes: Bytes, engine: &Engine) -> Result<Prepared, ApiError> {
-        let permit = Arc::clone(&self.inner.decode_slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::Internal("decode pool closed".into()))?;
-        let limits = self.inner.limits;
-        let preprocessing = engine.info().metadata.preprocessing.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            imaging::prepare(&bytes, &limits, &preprocessing)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("image decoding failed unexpectedly: {e}")))?
-        .map_err(ApiError::from)
     }
 }

@@ -4,16 +4,19 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mammo_serve::config::DEFAULT_MODEL;
-use mammo_serve::engine::{self, Device, Engine, EngineConfig, GpuOptions, DEFAULT_ORT_LIB};
+use mammo_serve::config::{device_parser, DEFAULT_MODEL};
+use mammo_serve::engine::onnx::{self, Device, GpuOptions, SessionOptions, DEFAULT_ORT_LIB};
+use mammo_serve::engine::{EngineOptions, Unobserved};
 use mammo_serve::eval::audit::{self, Unreadable};
 use mammo_serve::eval::dataset::{self, Item};
 use mammo_serve::eval::report::{AuditSection, Evaluation, ModelSection};
 use mammo_serve::eval::{html, inference, report};
 use mammo_serve::imaging::DecodeLimits;
+use mammo_serve::pipeline::{self, Admission, OnnxOptions, Pipeline};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -86,7 +89,7 @@ struct RunArgs {
     #[arg(long, env = "ORT_DYLIB_PATH", default_value = DEFAULT_ORT_LIB)]
     ort_lib: PathBuf,
     /// Execution provider.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    #[arg(long, default_value = "cpu", value_parser = device_parser())]
     device: Device,
     /// Images per engine run.
     #[arg(long, default_value_t = 16)]
@@ -151,27 +154,41 @@ fn families_of(groups: Option<&Groups>) -> Option<HashMap<String, String>> {
     groups.map(|g| g.iter().map(|(k, (f, _))| (k.clone(), f.clone())).collect())
 }
 
-fn load_engine(run: &RunArgs) -> anyhow::Result<Engine> {
-    let env = engine::environment(&run.ort_lib)?;
+/// The server's pipeline over the model of `run`, waiting for room in the engine's queue
+/// instead of refusing.
+fn load_pipeline(run: &RunArgs) -> anyhow::Result<Pipeline> {
+    let env = onnx::environment(&run.ort_lib)?;
     if !run.model.is_file() {
         bail!("model file {} not found", run.model.display());
     }
-    let config = EngineConfig {
-        model: run.model.clone(),
-        device: run.device,
-        gpu: GpuOptions {
-            fp16: false,
-            trt_cache_dir: PathBuf::from(".trt-cache"),
+    let options = OnnxOptions {
+        session: SessionOptions {
+            model: run.model.clone(),
+            device: run.device,
+            gpu: GpuOptions {
+                fp16: false,
+                trt_cache_dir: PathBuf::from(".trt-cache"),
+            },
+            intra_threads: run.intra_threads,
+            intra_op_spinning: true,
         },
-        intra_threads: run.intra_threads,
-        intra_op_spinning: true,
-        warmup_runs: 1,
-        max_queue_size: 4 * run.batch.max(1),
-        max_batch_size: run.batch.max(1),
-        max_queue_delay: std::time::Duration::ZERO,
         workers: 1,
+        warmup_runs: 1,
+        engine: EngineOptions {
+            max_queue_size: 4 * run.batch.max(1),
+            max_batch_size: run.batch.max(1),
+            max_queue_delay: std::time::Duration::ZERO,
+        },
     };
-    Ok(Engine::load(&env, &config, Default::default())?)
+    let (engine, model) = pipeline::load_onnx(&env, &options, Arc::new(Unobserved))?;
+    let decoders = run.decoders.unwrap_or((cores() / 2).max(1));
+    Ok(Pipeline::new(
+        engine,
+        model,
+        DecodeLimits::default(),
+        decoders,
+        Admission::Wait,
+    ))
 }
 
 fn progress_bar(len: usize) -> ProgressBar {
@@ -183,19 +200,13 @@ fn progress_bar(len: usize) -> ProgressBar {
     bar
 }
 
-/// Runs every item through the engine with a progress bar; returns outcomes and images/s.
-fn infer(engine: &Engine, items: &[Item], run: &RunArgs) -> (Vec<inference::Outcome>, f64) {
+/// Runs every item through the pipeline with a progress bar; returns outcomes and images/s.
+fn infer(pipeline: &Pipeline, items: &[Item], run: &RunArgs) -> (Vec<inference::Outcome>, f64) {
     let bar = progress_bar(items.len());
     let started = Instant::now();
-    let decoders = run.decoders.unwrap_or((cores() / 2).max(1));
-    let outcomes = inference::infer_all(
-        engine,
-        items,
-        &DecodeLimits::default(),
-        decoders,
-        run.batch.max(1),
-        |done| bar.set_position(done as u64),
-    );
+    let outcomes = inference::read_all(pipeline, items, 2 * run.batch.max(1), |done| {
+        bar.set_position(done as u64)
+    });
     bar.finish_and_clear();
     let rate = items.len() as f64 / started.elapsed().as_secs_f64();
     (outcomes, rate)
@@ -237,10 +248,10 @@ fn evaluate(
         unreadable: fingerprints.unreadable,
     };
 
-    let engine = load_engine(run)?;
-    let info = engine.info().clone();
-    let (outcomes, rate) = infer(&engine, &items, run);
-    let (rows, failed) = report::rows(&items, &outcomes, &info.metadata, families.as_ref());
+    let pipeline = load_pipeline(run)?;
+    let info = pipeline.model().clone();
+    let (outcomes, rate) = infer(&pipeline, &items, run);
+    let (rows, failed) = report::rows(&items, &outcomes, families.as_ref());
     let metrics = report::metrics(&rows, f64::from(info.metadata.malignancy_threshold));
     report::write_predictions(&out.join("predictions.csv"), &rows)?;
     let unreadable: Vec<Unreadable> = failed
@@ -342,9 +353,9 @@ fn print_summary(f: &Evaluation) {
 
 fn predict(data: &Path, out: &Path, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let items = dataset::read_unlabelled(data)?;
-    let engine = load_engine(run)?;
-    let (outcomes, rate) = infer(&engine, &items, run);
-    let (rows, failed) = report::rows(&items, &outcomes, &engine.info().metadata, None);
+    let pipeline = load_pipeline(run)?;
+    let (outcomes, rate) = infer(&pipeline, &items, run);
+    let (rows, failed) = report::rows(&items, &outcomes, None);
     report::write_predictions(out, &rows)?;
     println!(
         "{} predictions written to {} ({rate:.1} images/s)",

@@ -1,68 +1,52 @@
-//! Tensor to logits: the ONNX Runtime environment, sessions and their execution provider,
-//! warm-up, the dynamic batching queue and the worker threads that own the sessions.
-//! Knows nothing about HTTP.
+//! Tensors to model outputs: a bounded queue that forms batches dynamically, and worker
+//! threads that each own one [`Backend`] and run the batches the queue hands them. Knows
+//! nothing about HTTP, images or what the outputs mean.
+//!
+//! Backends: [`onnx`] (ONNX Runtime sessions on CPU, CUDA or TensorRT) and [`gate`] (no model;
+//! a test decides when each run finishes).
 
+mod backend;
 mod batcher;
-mod providers;
-mod runtime;
-mod session;
+pub mod gate;
+pub mod onnx;
+
+pub use backend::{Backend, BatchOutputs, ImageOutputs};
 
 use batcher::{ImageResult, Item, Queue};
-pub use providers::{Device, GpuOptions, Provider};
-pub use runtime::{environment, RuntimeError, DEFAULT_ORT_LIB, SETUP_HINT};
-pub use session::CLASSES;
-
-use crate::metrics::Metrics;
-use crate::model::ModelMetadata;
-use ort::environment::Environment;
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Everything the engine needs to load and run a model.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub model: PathBuf,
-    pub device: Device,
-    pub gpu: GpuOptions,
-    /// ONNX Runtime intra-op threads per worker; 0 lets ONNX Runtime choose (one per core).
-    pub intra_threads: usize,
-    /// Whether idle intra-op threads spin for work (ONNX Runtime's default) instead of sleeping.
-    pub intra_op_spinning: bool,
-    /// Extra single-image inferences at start-up, after one run of every batch size.
-    pub warmup_runs: usize,
+/// How the queue forms batches and how much it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
     /// Images that may wait for a worker; more are refused as overload.
     pub max_queue_size: usize,
-    /// Most images in one session run.
+    /// Most images in one backend run.
     pub max_batch_size: usize,
     /// Longest time the oldest waiting image holds back a partial batch.
     pub max_queue_delay: Duration,
-    /// Worker threads, each owning one session.
-    pub workers: usize,
 }
 
-/// What was loaded, for `/health`, `/v1/model` and every response.
-#[derive(Debug, Clone)]
-pub struct ModelInfo {
-    /// File stem of the model, e.g. `mammo`.
-    pub name: String,
-    pub path: PathBuf,
-    /// Hex SHA-256 of the ONNX file.
-    pub sha256: String,
-    pub size_bytes: u64,
-    pub metadata: ModelMetadata,
-    /// The execution provider actually in use.
-    pub provider: Provider,
-    /// Whether TensorRT FP16 is on (only with the TensorRT provider).
-    pub fp16: bool,
+/// Where the engine reports what it did (metrics); the engine does not know who listens.
+pub trait Observer: Send + Sync {
+    /// A backend ran `images` images in `elapsed`.
+    fn batch_ran(&self, images: usize, elapsed: Duration);
+    /// An image waited `waited` between entering the queue and the start of its run.
+    fn waited(&self, waited: Duration);
 }
 
-/// Logits for a request's images, in order, with the longest wait and run among them.
+/// An observer that records nothing.
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn batch_ran(&self, _: usize, _: Duration) {}
+    fn waited(&self, _: Duration) {}
+}
+
+/// A request's images' outputs, in order, with the longest wait and run among them.
 #[derive(Debug, Clone)]
 pub struct Inference {
-    pub logits: Vec<[f32; CLASSES]>,
+    pub outputs: Vec<ImageOutputs>,
     pub queue: Duration,
     pub inference: Duration,
 }
@@ -82,13 +66,12 @@ pub enum EngineError {
     Inference(String),
 }
 
-/// A loaded, warmed-up model behind a bounded batching queue; cheap to clone. The workers
-/// stop when the last clone is dropped.
+/// Backends behind a bounded batching queue; cheap to clone. The workers stop when the last
+/// clone is dropped, after finishing what is queued.
 #[derive(Clone)]
 pub struct Engine {
-    info: Arc<ModelInfo>,
     queue: Arc<QueueHandle>,
-    per_image: usize,
+    tensor_len: usize,
 }
 
 /// Closes the queue when the last [`Engine`] goes, so the workers end.
@@ -101,66 +84,27 @@ impl Drop for QueueHandle {
 }
 
 impl Engine {
-    /// Loads the model once per worker, reads its metadata, warms every session up on every
-    /// batch size the batcher can form, and starts the workers. Blocks for as long as that takes.
-    pub fn load(
-        env: &Environment,
-        config: &EngineConfig,
-        metrics: Arc<Metrics>,
+    /// Starts one worker thread per backend, each fed images of `tensor_len` floats.
+    pub fn start(
+        backends: Vec<Box<dyn Backend>>,
+        tensor_len: usize,
+        options: EngineOptions,
+        observer: Arc<dyn Observer>,
     ) -> Result<Engine, EngineError> {
-        let (sha256, size_bytes) = file_sha256(&config.model)?;
-        let max_batch = config.max_batch_size.max(1);
-        let mut sessions = Vec::new();
-        for _ in 0..config.workers.max(1) {
-            sessions.push(session::open(env, config)?);
-        }
-        let metadata = read_metadata(&sessions[0].session)?;
-        let info = ModelInfo {
-            name: config
-                .model
-                .file_stem()
-                .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned()),
-            path: config.model.clone(),
-            sha256,
-            size_bytes,
-            provider: sessions[0].provider,
-            fp16: config.gpu.fp16 && sessions[0].provider == Provider::TensorRt,
-            metadata,
-        };
-        let p = &info.metadata.preprocessing;
-        let (height, width, per_image) = (p.height, p.width, p.tensor_len());
-        let zeros = vec![0.0f32; per_image * max_batch];
-        let sizes = (1..=max_batch).chain(std::iter::repeat_n(1, config.warmup_runs));
-        for opened in &mut sessions {
-            for n in sizes.clone() {
-                let input = &zeros[..n * per_image];
-                session::run(
-                    &mut opened.session,
-                    &opened.input_name,
-                    input,
-                    n,
-                    height,
-                    width,
-                )?;
-            }
-        }
-        tracing::info!(model = %info.path.display(), provider = info.provider.name(), version = %info.metadata.version, workers = sessions.len(), max_batch, "model loaded and warmed up");
-
+        let max_batch = options.max_batch_size.max(1);
         let queue = Arc::new(Queue::new(
-            config.max_queue_size,
+            options.max_queue_size,
             max_batch,
-            config.max_queue_delay,
+            options.max_queue_delay,
         ));
         // Created before the workers so that a failed start closes the queue behind them.
         let handle = Arc::new(QueueHandle(Arc::clone(&queue)));
-        for (i, opened) in sessions.into_iter().enumerate() {
+        for (i, backend) in backends.into_iter().enumerate() {
             let worker = Worker {
-                opened,
-                height,
-                width,
+                backend,
                 queue: Arc::clone(&queue),
-                metrics: Arc::clone(&metrics),
-                buffer: Vec::with_capacity(per_image * max_batch),
+                observer: Arc::clone(&observer),
+                buffer: Vec::with_capacity(tensor_len * max_batch),
             };
             std::thread::Builder::new()
                 .name(format!("mammo-engine-{i}"))
@@ -170,15 +114,9 @@ impl Engine {
                 })?;
         }
         Ok(Engine {
-            info: Arc::new(info),
             queue: handle,
-            per_image,
+            tensor_len,
         })
-    }
-
-    /// The loaded model.
-    pub fn info(&self) -> &ModelInfo {
-        &self.info
     }
 
     /// Images waiting for a worker now.
@@ -186,9 +124,9 @@ impl Engine {
         self.queue.0.depth()
     }
 
-    /// Runs preprocessed images (one CHW tensor each), batched with whatever else is queued.
-    /// Refuses at once with [`EngineError::Overloaded`] when they do not all fit in the queue;
-    /// images still queued at `deadline` are answered [`EngineError::Expired`].
+    /// Runs images (one tensor each), batched with whatever else is queued. Refuses at once
+    /// with [`EngineError::Overloaded`] when they do not all fit in the queue; images still
+    /// queued at `deadline` are answered [`EngineError::Expired`].
     pub async fn infer(
         &self,
         images: Vec<Vec<f32>>,
@@ -203,14 +141,18 @@ impl Engine {
         Ok(collect(results))
     }
 
-    /// Like [`Engine::infer`] for callers outside an async runtime (offline evaluation): waits
-    /// for room in the queue instead of refusing.
-    pub fn infer_blocking(&self, images: Vec<Vec<f32>>) -> Result<Inference, EngineError> {
+    /// Like [`Engine::infer`], but waits for room in the queue instead of refusing (offline
+    /// callers, which prefer waiting to being turned away). The wait happens on tokio's
+    /// blocking pool.
+    pub async fn infer_when_room(&self, images: Vec<Vec<f32>>) -> Result<Inference, EngineError> {
         let (items, answers) = self.items(images, None)?;
-        self.queue.0.push_all_blocking(items)?;
+        let queue = Arc::clone(&self.queue.0);
+        tokio::task::spawn_blocking(move || queue.push_all_blocking(items))
+            .await
+            .map_err(|_| EngineError::Stopped)??;
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
-            results.push(answer.blocking_recv().map_err(|_| EngineError::Stopped)??);
+            results.push(answer.await.map_err(|_| EngineError::Stopped)??);
         }
         Ok(collect(results))
     }
@@ -220,11 +162,11 @@ impl Engine {
         images: Vec<Vec<f32>>,
         deadline: Option<Instant>,
     ) -> Result<(Vec<Item>, Vec<Answer>), EngineError> {
-        if let Some(bad) = images.iter().find(|t| t.len() != self.per_image) {
+        if let Some(bad) = images.iter().find(|t| t.len() != self.tensor_len) {
             return Err(EngineError::Inference(format!(
                 "got {} floats for an image of {}",
                 bad.len(),
-                self.per_image
+                self.tensor_len
             )));
         }
         Ok(images.into_iter().map(|t| Item::new(t, deadline)).unzip())
@@ -233,7 +175,7 @@ impl Engine {
 
 type Answer = tokio::sync::oneshot::Receiver<Result<ImageResult, EngineError>>;
 
-/// A request's answer: its images' logits in order, with the longest wait and run among them.
+/// A request's answer: its images' outputs in order, with the longest wait and run among them.
 fn collect(results: Vec<ImageResult>) -> Inference {
     Inference {
         queue: results.iter().map(|r| r.queue).max().unwrap_or_default(),
@@ -242,17 +184,15 @@ fn collect(results: Vec<ImageResult>) -> Inference {
             .map(|r| r.inference)
             .max()
             .unwrap_or_default(),
-        logits: results.into_iter().map(|r| r.logits).collect(),
+        outputs: results.into_iter().map(|r| r.outputs).collect(),
     }
 }
 
-/// One engine thread: owns a session, runs the batches the queue hands it.
+/// One engine thread: owns a backend, runs the batches the queue hands it.
 struct Worker {
-    opened: session::OpenSession,
-    height: u32,
-    width: u32,
+    backend: Box<dyn Backend>,
     queue: Arc<Queue>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
     /// The batch's concatenated input, reused between runs.
     buffer: Vec<f32>,
 }
@@ -266,25 +206,20 @@ impl Worker {
             for item in &batch {
                 self.buffer.extend_from_slice(&item.input);
             }
-            let o = &mut self.opened;
             let n = batch.len();
-            let result = session::run(
-                &mut o.session,
-                &o.input_name,
-                &self.buffer,
-                n,
-                self.height,
-                self.width,
-            );
+            let result = self
+                .backend
+                .run(&self.buffer, n)
+                .and_then(|outputs| outputs.split(n));
             let inference = started.elapsed();
-            self.metrics.observe_batch(n, inference);
+            self.observer.batch_ran(n, inference);
             match result {
-                Ok(logits) => {
-                    for (item, logits) in batch.into_iter().zip(logits) {
+                Ok(outputs) => {
+                    for (item, outputs) in batch.into_iter().zip(outputs) {
                         let queue = started - item.enqueued;
-                        self.metrics.observe_queue(queue);
+                        self.observer.waited(queue);
                         let _ = item.reply.send(Ok(ImageResult {
-                            logits,
+                            outputs,
                             queue,
                             inference,
                         }));
@@ -293,39 +228,10 @@ impl Worker {
                 Err(e) => {
                     tracing::error!("inference failed for a batch of {n}: {e}");
                     for item in batch {
-                        let _ = item.reply.send(Err(e.clone()));
+                        let _ = item.reply.send(Err(EngineError::Inference(e.clone())));
                     }
                 }
             }
         }
     }
-}
-
-fn read_metadata(session: &ort::session::Session) -> Result<ModelMetadata, EngineError> {
-    let unreadable =
-        |e: ort::Error| EngineError::Startup(format!("could not read the model's metadata: {e}"));
-    let metadata = session.metadata().map_err(unreadable)?;
-    let props: HashMap<String, String> = metadata
-        .custom_keys()
-        .map_err(unreadable)?
-        .into_iter()
-        .filter_map(|key| metadata.custom(&key).map(|value| (key, value)))
-        .collect();
-    let (parsed, defaults) =
-        ModelMetadata::from_props(&props).map_err(|e| EngineError::Startup(e.to_string()))?;
-    for note in defaults {
-        tracing::warn!("{note}");
-    }
-    Ok(parsed)
-}
-
-fn file_sha256(path: &std::path::Path) -> Result<(String, u64), EngineError> {
-    let unreadable = |e: std::io::Error| {
-        EngineError::Startup(format!("could not read model file {}: {e}", path.display()))
-    };
-    let mut file = std::fs::File::open(path).map_err(unreadable)?;
-    let mut hasher = Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;
-    let digest = hasher.finalize();
-    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
 }

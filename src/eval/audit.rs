@@ -59,19 +59,16 @@ pub struct Fingerprints {
     pub unreadable: Vec<Unreadable>,
 }
 
-/// SHA-256 of each image's decoded pixels (with size and pixel type), decoded in parallel.
+/// SHA-256 of each image's decoded grey pixels (with its size), decoded in parallel.
 pub fn fingerprints(items: &[Item], limits: &DecodeLimits, threads: usize) -> Fingerprints {
     let hash = |item: &Item| -> Result<String, String> {
         let bytes = std::fs::read(&item.path).map_err(|e| e.to_string())?;
-        let image = decode(&bytes.into(), limits).map_err(|e| e.to_string())?;
+        let grey = decode(&bytes.into(), limits)
+            .map_err(|e| e.to_string())?
+            .grey;
         let mut hasher = Sha256::new();
-        hasher.update(format!(
-            "{}x{}:{:?}",
-            image.width(),
-            image.height(),
-            image.color()
-        ));
-        hasher.update(image.as_bytes());
+        hasher.update(format!("{}x{}:", grey.width, grey.height));
+        hasher.update(bytemuck::cast_slice::<f32, u8>(&grey.pixels));
         Ok(hasher
             .finalize()
             .iter()

@@ -4,6 +4,7 @@
 use super::plots;
 use super::report::{Evaluation, Row};
 use crate::imaging::{decode, DecodeLimits};
+use crate::model::Pathology;
 use base64::Engine as _;
 use std::fmt::Write;
 
@@ -25,6 +26,8 @@ fn thumbnail(row: &Row) -> Option<String> {
     let bytes = std::fs::read(&row.path).ok()?;
     let image = decode(&bytes.into(), &DecodeLimits::default())
         .ok()?
+        .grey
+        .to_image()
         .thumbnail(THUMB, THUMB)
         .to_luma8();
     let mut png = Vec::new();
@@ -42,9 +45,10 @@ fn thumbnail(row: &Row) -> Option<String> {
 pub fn examples(rows: &[Row]) -> Vec<&Row> {
     let labelled: Vec<&Row> = rows.iter().filter(|r| r.truth.is_some()).collect();
     let missed_malignant = |r: &&Row| {
-        r.truth.is_some_and(|t| t.malignant()) && r.prediction.malignancy.label == "benign"
+        r.truth.is_some_and(|t| t.malignant())
+            && r.prediction.malignancy.call() == Pathology::Benign
     };
-    let wrong = |r: &&Row| r.truth.map(|t| t.code()) != Some(r.prediction.class.label.as_str());
+    let wrong = |r: &&Row| r.truth != Some(r.prediction.class);
     let mut chosen: Vec<&Row> = labelled.iter().copied().filter(missed_malignant).collect();
     chosen.extend(
         labelled
@@ -176,8 +180,8 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
     h.push_str("</div><h2>Examples</h2><p>Malignant cases called benign first (red), then other errors, then correct answers.</p><div class=\"sheet\">");
     for row in examples(rows) {
         let truth = row.truth.map_or("?", |t| t.code());
-        let missed =
-            row.truth.is_some_and(|t| t.malignant()) && row.prediction.malignancy.label == "benign";
+        let missed = row.truth.is_some_and(|t| t.malignant())
+            && row.prediction.malignancy.call() == Pathology::Benign;
         let image = thumbnail(row).map_or("<p>(unreadable)</p>".into(), |uri| {
             format!("<img src=\"{uri}\" width=\"{THUMB}\">")
         });
@@ -186,8 +190,8 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
             "<figure>{image}<figcaption{}>{}<br>true {truth} · predicted {} ({:.2})<br>P(malignant) {:.2}</figcaption></figure>",
             if missed { " class=\"miss\"" } else { "" },
             escape(&row.name),
-            row.prediction.class.label,
-            row.prediction.class.confidence,
+            row.prediction.class,
+            row.prediction.class_confidence(),
             row.prediction.malignancy.probability
         );
     }
@@ -215,20 +219,16 @@ mod tests {
         // D2M is the top class, yet P(malignant) < 0.95: the right class, called benign.
         let mut logits = [0.0f32; 8];
         logits[3] = 3.0;
-        let prediction = interpret(&logits, &metadata);
+        let prediction = interpret(&logits, &metadata).unwrap();
         assert_eq!(
-            (
-                prediction.class.label.as_str(),
-                prediction.malignancy.label.as_str()
-            ),
-            ("D2M", "benign")
+            (prediction.class.code(), prediction.malignancy.call()),
+            ("D2M", Pathology::Benign)
         );
         let row = Row {
             name: "a.jpg".into(),
             path: "a.jpg".into(),
             truth: Some("D2M".parse().unwrap()),
             prediction,
-            probabilities: [0.0; 8],
             family: None,
         };
         assert_eq!(examples(std::slice::from_ref(&row)).len(), 1);

@@ -4,8 +4,8 @@ use super::audit::{ClassCount, Duplicates, Overlap, Unreadable};
 use super::dataset::{Item, Layout};
 use super::inference::Outcome;
 use super::metrics::{self, Confusion, ReliabilityBin};
-use crate::model::postprocess::canonical_probabilities;
-use crate::model::{interpret, ClassLabel, ModelMetadata, Prediction};
+use crate::model::postprocess::argmax;
+use crate::model::{ClassLabel, Prediction};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,28 +20,31 @@ pub struct Row {
     pub path: PathBuf,
     pub truth: Option<ClassLabel>,
     pub prediction: Prediction,
-    /// Class probabilities in canonical order (D1B..D4M).
-    pub probabilities: [f64; 8],
     pub family: Option<String>,
+}
+
+impl Row {
+    /// Class probabilities in canonical order (D1B..D4M).
+    fn probabilities(&self) -> [f64; 8] {
+        self.prediction.class_probabilities.map(f64::from)
+    }
 }
 
 /// Rows for the images that decoded, and (name, error) for those that did not.
 pub fn rows(
     items: &[Item],
     outcomes: &[Outcome],
-    metadata: &ModelMetadata,
     families: Option<&HashMap<String, String>>,
 ) -> (Vec<Row>, Vec<(String, String)>) {
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for (item, outcome) in items.iter().zip(outcomes) {
         match outcome {
-            Ok(logits) => rows.push(Row {
+            Ok(reading) => rows.push(Row {
                 name: item.name.clone(),
                 path: item.path.clone(),
                 truth: item.label,
-                prediction: interpret(logits, metadata),
-                probabilities: canonical_probabilities(logits, metadata),
+                prediction: reading.prediction.clone(),
                 family: families.and_then(|f| f.get(&item.name).cloned()),
             }),
             Err(e) => failed.push((item.name.clone(), e.clone())),
@@ -141,10 +144,6 @@ pub struct Metrics {
     pub reliability: Vec<ReliabilityBin>,
 }
 
-fn argmax(values: &[f64]) -> usize {
-    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
-}
-
 /// Metrics over labelled rows (rows without a label are ignored).
 pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
     let rows: Vec<&Row> = rows.iter().filter(|r| r.truth.is_some()).collect();
@@ -152,20 +151,21 @@ pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
         .iter()
         .map(|r| r.truth.expect("filtered").index())
         .collect();
-    let predicted: Vec<usize> = rows.iter().map(|r| argmax(&r.probabilities)).collect();
+    let probabilities: Vec<[f64; 8]> = rows.iter().map(|r| r.probabilities()).collect();
+    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
     let codes = |labels: &[&str]| labels.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let classes = Confusion::new(8, &truth, &predicted);
 
     let density_truth: Vec<usize> = truth.iter().map(|t| t / 2).collect();
-    let density_pred: Vec<usize> = rows
+    let density_pred: Vec<usize> = probabilities
         .iter()
-        .map(|r| argmax(&[0, 1, 2, 3].map(|d| r.probabilities[2 * d] + r.probabilities[2 * d + 1])))
+        .map(|p| argmax(&[0, 1, 2, 3].map(|d| p[2 * d] + p[2 * d + 1])))
         .collect();
     let density = Confusion::new(4, &density_truth, &density_pred);
 
-    let malignant_p: Vec<f64> = rows
+    let malignant_p: Vec<f64> = probabilities
         .iter()
-        .map(|r| (0..4).map(|d| r.probabilities[2 * d + 1]).sum())
+        .map(|p| (0..4).map(|d| p[2 * d + 1]).sum())
         .collect();
     let positive: Vec<bool> = truth.iter().map(|t| t % 2 == 1).collect();
     let (sensitivity, specificity) =
@@ -176,10 +176,10 @@ pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
         .collect();
     let truth_m: Vec<usize> = positive.iter().map(|&p| usize::from(p)).collect();
     let (groups, resampling) = group_ids(&rows);
-    let confidence: Vec<f64> = rows
+    let confidence: Vec<f64> = probabilities
         .iter()
         .zip(&predicted)
-        .map(|(r, &p)| r.probabilities[p])
+        .map(|(p, &c)| p[c])
         .collect();
     let correct: Vec<bool> = truth.iter().zip(&predicted).map(|(t, p)| t == p).collect();
 
@@ -281,14 +281,14 @@ pub fn write_predictions(path: &Path, rows: &[Row]) -> Result<(), csv::Error> {
         let mut record = vec![
             r.name.clone(),
             r.truth.map(|l| l.code().to_string()).unwrap_or_default(),
-            p.class.label.clone(),
-            p.density.label.clone(),
-            p.density.birads.clone(),
+            p.class.code().to_string(),
+            p.density.code().to_string(),
+            p.density.birads().to_string(),
             format!("{:.6}", p.malignancy.probability),
-            p.malignancy.label.clone(),
-            format!("{:.6}", p.class.confidence),
+            p.malignancy.call().name().to_string(),
+            format!("{:.6}", p.class_confidence()),
         ];
-        record.extend(r.probabilities.iter().map(|v| format!("{v:.6}")));
+        record.extend(r.probabilities().iter().map(|v| format!("{v:.6}")));
         out.write_record(&record)?;
     }
     out.flush()?;

@@ -1,8 +1,6 @@
 //! The one image form preprocessing reads: a single grey channel in [0, 1].
 
 use image::DynamicImage;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 /// A grey image, row-major, each pixel in [0, 1] with dense tissue bright.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,25 +50,5 @@ impl Grey {
         let buffer = image::ImageBuffer::from_raw(self.width, self.height, values)
             .expect("width × height values");
         DynamicImage::ImageLuma16(buffer)
-    }
-}
-
-/// Which breast an image shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
-pub enum Laterality {
-    #[serde(rename = "L")]
-    Left,
-    #[serde(rename = "R")]
-    Right,
-}
-
-impl Laterality {
-    /// `L` or `R` (DICOM code string); anything else (U, B, empty) is not one breast.
-    pub fn from_code(code: &str) -> Option<Self> {
-        match code.trim() {
-            "L" => Some(Laterality::Left),
-            "R" => Some(Laterality::Right),
-            _ => None,
-        }
     }
 }

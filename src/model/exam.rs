@@ -9,15 +9,13 @@
 //! - The exam's density is the denser breast's (BI-RADS 5th ed.: when the breasts differ, the
 //!   exam is categorised by the denser); its malignancy is its highest breast's.
 
-use crate::imaging::{DicomInfo, Laterality};
-use crate::model::labels::birads_letter;
-use crate::model::postprocess::{argmax, DensityProbabilities, MalignancyCall};
-use serde::Serialize;
+use crate::imaging::{DicomInfo, Laterality, ViewPosition};
+use crate::model::labels::Density;
+use crate::model::postprocess::{most_probable_density, Malignancy, Prediction};
 use std::collections::BTreeMap;
-use utoipa::ToSchema;
 
 /// One study's summary across its views.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExamSummary {
     pub study_instance_uid: String,
     /// Left, right, then views that name neither breast.
@@ -29,54 +27,46 @@ pub struct ExamSummary {
 }
 
 /// One breast's summary across its views.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreastSummary {
-    /// `L`, `R`, or null for views without a laterality.
+    /// `None` for views that name neither breast.
     pub laterality: Option<Laterality>,
-    /// The batch item ids of its views, in request order.
+    /// Its views, in request order.
     pub views: Vec<ViewRef>,
     pub density: ExamDensity,
     pub malignancy: ExamMalignancy,
 }
 
 /// A view that went into a summary.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ViewRef {
-    /// The batch item's id.
+    /// The caller's id of the image.
     pub id: String,
     pub sop_instance_uid: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub view_position: Option<String>,
+    pub view_position: Option<ViewPosition>,
 }
 
 /// Density across views.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExamDensity {
-    /// `D1`..`D4`.
-    pub label: String,
-    /// BI-RADS composition `A`..`D`.
-    pub birads: String,
+    pub density: Density,
     /// Density probabilities averaged over the views (for an exam: the denser breast's).
-    pub probabilities: DensityProbabilities,
+    pub probabilities: [f32; 4],
 }
 
 /// Malignancy across views: the highest view.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExamMalignancy {
-    /// `malignant` when `probability >= threshold`.
-    pub label: String,
-    pub probability: f32,
-    pub threshold: f32,
+    pub malignancy: Malignancy,
     /// The id of the view with the highest probability.
     pub from: String,
 }
 
-/// A batch item that was read: its id, its DICOM identifiers and what the model said.
+/// An image that was read: the caller's id, its DICOM identifiers and what the model said.
 pub struct View<'a> {
     pub id: &'a str,
     pub dicom: &'a DicomInfo,
-    pub density: &'a DensityProbabilities,
-    pub malignancy: &'a MalignancyCall,
+    pub prediction: &'a Prediction,
 }
 
 /// Summaries per study, in order of each study's first view.
@@ -108,9 +98,9 @@ fn exam(uid: &str, views: &[&View]) -> ExamSummary {
     let breasts: Vec<BreastSummary> = by_side.into_values().map(|v| breast(&v)).collect();
     let denser = breasts
         .iter()
-        .max_by_key(|b| b.density.label.clone())
+        .max_by_key(|b| b.density.density)
         .expect("a study has at least one view");
-    let highest = highest(&breasts, |b| b.malignancy.probability);
+    let highest = highest(&breasts, |b| b.malignancy.malignancy.probability);
     ExamSummary {
         study_instance_uid: uid.to_string(),
         density: denser.density.clone(),
@@ -129,23 +119,14 @@ fn highest<T>(items: &[T], probability: impl Fn(&T) -> f32) -> &T {
 
 fn breast(views: &[&View]) -> BreastSummary {
     let n = views.len() as f32;
-    let mean =
-        |f: fn(&DensityProbabilities) -> f32| views.iter().map(|v| f(v.density)).sum::<f32>() / n;
-    let probabilities = DensityProbabilities {
-        d1: mean(|p| p.d1),
-        d2: mean(|p| p.d2),
-        d3: mean(|p| p.d3),
-        d4: mean(|p| p.d4),
-    };
-    let values = [
-        probabilities.d1,
-        probabilities.d2,
-        probabilities.d3,
-        probabilities.d4,
-    ];
-    let best = argmax(&values.map(f64::from));
-    let top = highest(views, |v| v.malignancy.probability);
-    let (threshold, probability) = (top.malignancy.threshold, top.malignancy.probability);
+    let probabilities: [f32; 4] = std::array::from_fn(|d| {
+        views
+            .iter()
+            .map(|v| v.prediction.density_probabilities[d])
+            .sum::<f32>()
+            / n
+    });
+    let top = highest(views, |v| v.prediction.malignancy.probability);
     BreastSummary {
         laterality: views[0].dicom.laterality,
         views: views
@@ -157,19 +138,11 @@ fn breast(views: &[&View]) -> BreastSummary {
             })
             .collect(),
         density: ExamDensity {
-            label: format!("D{}", best + 1),
-            birads: birads_letter(best as u8 + 1).to_string(),
+            density: most_probable_density(&probabilities),
             probabilities,
         },
         malignancy: ExamMalignancy {
-            label: if probability >= threshold {
-                "malignant"
-            } else {
-                "benign"
-            }
-            .to_string(),
-            probability,
-            threshold,
+            malignancy: top.prediction.malignancy,
             from: top.id.to_string(),
         },
     }
@@ -178,16 +151,19 @@ fn breast(views: &[&View]) -> BreastSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::labels::{ClassLabel, Pathology};
 
-    fn prediction(density: [f32; 4], malignant: f32) -> (DensityProbabilities, MalignancyCall) {
-        let [d1, d2, d3, d4] = density;
-        let malignancy = MalignancyCall {
-            label: String::new(),
-            probability: malignant,
-            threshold: 0.5,
-            confidence: 0.0,
-        };
-        (DensityProbabilities { d1, d2, d3, d4 }, malignancy)
+    fn prediction(density: [f32; 4], malignant: f32) -> Prediction {
+        Prediction {
+            class_probabilities: [0.125; 8],
+            class: ClassLabel::ALL[0],
+            density_probabilities: density,
+            density: most_probable_density(&density),
+            malignancy: Malignancy {
+                probability: malignant,
+                threshold: 0.5,
+            },
+        }
     }
 
     fn info(study: &str, laterality: Option<Laterality>, view: &str) -> DicomInfo {
@@ -196,7 +172,7 @@ mod tests {
             study_instance_uid: study.into(),
             series_instance_uid: format!("{study}.1"),
             laterality,
-            view_position: Some(view.into()),
+            view_position: Some(ViewPosition::from_code(view)),
             transfer_syntax: "1.2.840.10008.1.2.1".into(),
         }
     }
@@ -221,8 +197,7 @@ mod tests {
             .map(|i| View {
                 id: ids[i],
                 dicom: &infos[i],
-                density: &preds[i].0,
-                malignancy: &preds[i].1,
+                prediction: &preds[i],
             })
             .collect();
         let exams = summarise(&views);
@@ -236,22 +211,14 @@ mod tests {
             ["lcc", "lmlo"]
         );
         // Mean density: D2 0.4, D3 0.5 → D3; highest malignancy 0.8 from the MLO.
-        assert_eq!(left.density.label, "D3");
-        assert!((left.density.probabilities.d3 - 0.5).abs() < 1e-6);
-        assert_eq!(
-            (
-                left.malignancy.label.as_str(),
-                left.malignancy.from.as_str()
-            ),
-            ("malignant", "lmlo")
-        );
-        assert_eq!(s1.breasts[1].density.label, "D4");
-        assert_eq!(
-            (s1.density.label.as_str(), s1.density.birads.as_str()),
-            ("D4", "D")
-        );
+        assert_eq!(left.density.density, Density::D3);
+        assert!((left.density.probabilities[2] - 0.5).abs() < 1e-6);
+        assert_eq!(left.malignancy.malignancy.call(), Pathology::Malignant);
+        assert_eq!(left.malignancy.from, "lmlo");
+        assert_eq!(s1.breasts[1].density.density, Density::D4);
+        assert_eq!(s1.density.density, Density::D4);
         assert_eq!(s1.malignancy.from, "lmlo");
         assert_eq!(exams[1].breasts[0].laterality, None);
-        assert_eq!(exams[1].malignancy.label, "benign");
+        assert_eq!(exams[1].malignancy.malignancy.call(), Pathology::Benign);
     }
 }

@@ -1,46 +1,100 @@
-//! The eight classes, their density and malignancy parts, and the label spellings users have.
+//! The domain's vocabulary: breast density, pathology, the eight classes they make, and the
+//! label spellings users have.
 
-use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
-/// One of the eight classes: breast density 1–4 crossed with benign/malignant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Breast density category, D1 (almost entirely fatty) to D4 (extremely dense).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Density {
+    D1,
+    D2,
+    D3,
+    D4,
+}
+
+impl Density {
+    /// The four categories, least dense first.
+    pub const ALL: [Density; 4] = [Density::D1, Density::D2, Density::D3, Density::D4];
+
+    /// The category at `index` (0 = D1), clamped to D4.
+    pub fn from_index(index: usize) -> Density {
+        Density::ALL[index.min(3)]
+    }
+
+    /// 0 for D1 .. 3 for D4.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// `D1`..`D4`.
+    pub fn code(self) -> &'static str {
+        ["D1", "D2", "D3", "D4"][self.index()]
+    }
+
+    /// BI-RADS breast composition letter (5th edition): `A`..`D`.
+    pub fn birads(self) -> &'static str {
+        ["A", "B", "C", "D"][self.index()]
+    }
+}
+
+/// Benign or malignant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pathology {
+    Benign,
+    Malignant,
+}
+
+impl Pathology {
+    /// `benign` or `malignant`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pathology::Benign => "benign",
+            Pathology::Malignant => "malignant",
+        }
+    }
+}
+
+/// One of the eight classes: breast density crossed with pathology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClassLabel {
-    density: u8,
-    malignant: bool,
+    density: Density,
+    pathology: Pathology,
 }
 
 impl ClassLabel {
     /// All eight classes in canonical order: D1B, D1M, D2B, D2M, D3B, D3M, D4B, D4M.
     pub const ALL: [ClassLabel; 8] = [
-        ClassLabel::new(1, false),
-        ClassLabel::new(1, true),
-        ClassLabel::new(2, false),
-        ClassLabel::new(2, true),
-        ClassLabel::new(3, false),
-        ClassLabel::new(3, true),
-        ClassLabel::new(4, false),
-        ClassLabel::new(4, true),
+        ClassLabel::new(Density::D1, Pathology::Benign),
+        ClassLabel::new(Density::D1, Pathology::Malignant),
+        ClassLabel::new(Density::D2, Pathology::Benign),
+        ClassLabel::new(Density::D2, Pathology::Malignant),
+        ClassLabel::new(Density::D3, Pathology::Benign),
+        ClassLabel::new(Density::D3, Pathology::Malignant),
+        ClassLabel::new(Density::D4, Pathology::Benign),
+        ClassLabel::new(Density::D4, Pathology::Malignant),
     ];
 
-    const fn new(density: u8, malignant: bool) -> Self {
-        ClassLabel { density, malignant }
+    pub const fn new(density: Density, pathology: Pathology) -> Self {
+        ClassLabel { density, pathology }
     }
 
-    /// Density 1..=4.
-    pub fn density(self) -> u8 {
+    pub fn density(self) -> Density {
         self.density
+    }
+
+    pub fn pathology(self) -> Pathology {
+        self.pathology
     }
 
     /// Whether this class is one of the malignant ones.
     pub fn malignant(self) -> bool {
-        self.malignant
+        self.pathology == Pathology::Malignant
     }
 
     /// Position in [`ClassLabel::ALL`].
     pub fn index(self) -> usize {
-        usize::from(self.density - 1) * 2 + usize::from(self.malignant)
+        self.density.index() * 2 + usize::from(self.malignant())
     }
 
     /// Short code such as `D3B`.
@@ -78,21 +132,16 @@ impl FromStr for ClassLabel {
             .ok_or_else(|| UnknownLabel(s.to_string()))?;
         let mut chars = rest.chars();
         let density = match chars.next() {
-            Some(d @ '1'..='4') => d as u8 - b'0',
+            Some(d @ '1'..='4') => Density::from_index(usize::from(d as u8 - b'1')),
             _ => return Err(UnknownLabel(s.to_string())),
         };
-        let malignant = match chars.as_str() {
-            "b" | "benign" => false,
-            "m" | "malignant" => true,
+        let pathology = match chars.as_str() {
+            "b" | "benign" => Pathology::Benign,
+            "m" | "malignant" => Pathology::Malignant,
             _ => return Err(UnknownLabel(s.to_string())),
         };
-        Ok(ClassLabel::new(density, malignant))
+        Ok(ClassLabel::new(density, pathology))
     }
-}
-
-/// BI-RADS breast composition letter for a density 1..=4.
-pub fn birads_letter(density: u8) -> &'static str {
-    ["A", "B", "C", "D"][usize::from(density.clamp(1, 4) - 1)]
 }
 
 #[cfg(test)]
@@ -110,7 +159,7 @@ mod tests {
         ] {
             let label: ClassLabel = s.parse().unwrap();
             assert_eq!(label.code(), "D3M", "{s}");
-            assert_eq!(label.density(), 3);
+            assert_eq!(label.density(), Density::D3);
             assert!(label.malignant());
         }
         assert_eq!(
@@ -132,7 +181,8 @@ mod tests {
             assert_eq!(label.index(), i);
             assert_eq!(label.code().parse::<ClassLabel>().unwrap(), *label);
         }
-        assert_eq!(birads_letter(1), "A");
-        assert_eq!(birads_letter(4), "D");
+        assert_eq!(Density::D1.birads(), "A");
+        assert_eq!(Density::D4.birads(), "D");
+        assert!(Density::D4 > Density::D3, "denser compares greater");
     }
 }

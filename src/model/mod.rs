@@ -5,6 +5,6 @@ pub mod labels;
 pub mod metadata;
 pub mod postprocess;
 
-pub use labels::ClassLabel;
+pub use labels::{ClassLabel, Density, Pathology};
 pub use metadata::ModelMetadata;
-pub use postprocess::{interpret, Prediction};
+pub use postprocess::{interpret, Malignancy, Prediction};

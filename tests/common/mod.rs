@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 use clap::Parser;
+use mammo_serve::engine::gate::Gate;
+use mammo_serve::engine::{Backend, Engine};
+use mammo_serve::model::ModelMetadata;
+use mammo_serve::pipeline::ModelInfo;
 use mammo_serve::{Config, Server};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -163,8 +167,52 @@ impl Drop for TestServer {
 /// Binds and serves without loading the model: every prediction route answers 503.
 pub async fn start_unloaded(config: Config) -> (TestServer, mammo_serve::Loader) {
     let server = Server::bind(config).await.expect("server binds");
-    let addr = server.local_addr();
     let loader = server.loader();
+    (serve(server), loader)
+}
+
+/// The model contract of the test model, for engines that run no model file.
+pub fn gate_model() -> ModelInfo {
+    let props = [
+        ("mammo.labels", "D1B,D1M,D2B,D2M,D3B,D3M,D4B,D4M"),
+        ("mammo.input_size", "64"),
+        ("mammo.mean", "0.5,0.5,0.5"),
+        ("mammo.std", "0.5,0.5,0.5"),
+        ("mammo.malignancy_threshold", "0.5"),
+        ("mammo.version", "gate"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    let (metadata, _) = ModelMetadata::from_props(&props).expect("a complete contract");
+    ModelInfo {
+        name: "gate".into(),
+        path: "gate".into(),
+        sha256: "0".repeat(64),
+        size_bytes: 0,
+        metadata,
+        provider: "gate".into(),
+        fp16: false,
+    }
+}
+
+/// A ready server whose engine runs one `gate` backend per `--engine-workers` instead of a
+/// model, so that a test decides when each engine run finishes.
+pub async fn start_gated(config: Config, gate: &Gate) -> TestServer {
+    let model = gate_model();
+    let server = Server::bind(config.clone()).await.expect("server binds");
+    let backends: Vec<Box<dyn Backend>> = (0..config.engine_workers)
+        .map(|_| Box::new(gate.backend(8, false)) as Box<dyn Backend>)
+        .collect();
+    let tensor_len = model.metadata.preprocessing.tensor_len();
+    let engine = Engine::start(backends, tensor_len, config.engine(), server.observer())
+        .expect("engine starts");
+    server.install(engine, model);
+    serve(server)
+}
+
+/// Serves `server` in the background until the returned handle is dropped.
+fn serve(server: Server) -> TestServer {
+    let addr = server.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.serve(async move {
         let _ = stopped.await;
@@ -173,14 +221,11 @@ pub async fn start_unloaded(config: Config) -> (TestServer, mammo_serve::Loader)
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    (
-        TestServer {
-            addr,
-            client,
-            stop: Some(stop),
-        },
-        loader,
-    )
+    TestServer {
+        addr,
+        client,
+        stop: Some(stop),
+    }
 }
 
 /// A ready server: bound, model loaded and warmed up.

@@ -3,9 +3,10 @@
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::SessionBuilder;
 use std::path::PathBuf;
+use std::str::FromStr;
 
-/// The `--device` choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which hardware to run on (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     /// TensorRT, else CUDA, else CPU: whatever this machine's ONNX Runtime can have.
     Auto,
@@ -97,6 +98,22 @@ fn register<E: ExecutionProvider>(
 }
 
 impl Device {
+    /// Every device with its name, as `--device` spells it.
+    pub const ALL: [(Device, &'static str); 4] = [
+        (Device::Auto, "auto"),
+        (Device::Cpu, "cpu"),
+        (Device::Cuda, "cuda"),
+        (Device::Tensorrt, "tensorrt"),
+    ];
+
+    /// The name `--device` gives it.
+    pub fn name(self) -> &'static str {
+        Device::ALL
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map_or("auto", |(_, name)| name)
+    }
+
     /// Providers to try, best first. Only `auto` has more than one.
     pub fn candidates(self) -> &'static [Provider] {
         match self {
@@ -105,5 +122,17 @@ impl Device {
             Device::Cuda => &[Provider::Cuda],
             Device::Tensorrt => &[Provider::TensorRt],
         }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Device::ALL
+            .iter()
+            .find(|(_, name)| name.eq_ignore_ascii_case(s.trim()))
+            .map(|(d, _)| *d)
+            .ok_or_else(|| format!("unknown device {s:?}; expected auto, cpu, cuda or tensorrt"))
     }
 }

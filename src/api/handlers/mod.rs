@@ -1,0 +1,66 @@
+//! Route handlers: each reads its request, asks the pipeline, and shapes the answer. Shared
+//! here: content types, body-limit rejections and the timing headers.
+
+mod batch;
+mod predict;
+mod status;
+
+pub use batch::*;
+pub use predict::*;
+pub use status::*;
+
+use super::dto::Timing;
+use super::error::ApiError;
+use crate::pipeline::Readings;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use std::time::{Duration, Instant};
+
+/// The media type of a request, lower-cased, without parameters; `None` when absent.
+fn media_type(request: &Request) -> Option<String> {
+    let value = request.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Maps an axum body or multipart rejection (which knows its status) to our problem.
+fn rejected(status: StatusCode, text: String, limit: &str) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("the request body is larger than the {limit} limit"))
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedType(text),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(text),
+        _ => ApiError::BadRequest(text),
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// `X-Queue-Time`, `X-Inference-Time` and `X-Total-Time` in milliseconds.
+type TimingHeaders = [(&'static str, String); 3];
+
+fn timing_headers(t: &Timing) -> TimingHeaders {
+    [
+        ("x-queue-time", t.queue.to_string()),
+        ("x-inference-time", t.inference.to_string()),
+        ("x-total-time", t.total.to_string()),
+    ]
+}
+
+/// Where a request's time went: its longest wait and engine run, and all of it so far.
+fn timing(readings: &Readings, started: Instant) -> Timing {
+    Timing {
+        queue: millis(readings.queue),
+        inference: millis(readings.inference),
+        total: millis(started.elapsed()),
+    }
+}

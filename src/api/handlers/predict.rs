@@ -1,0 +1,84 @@
+//! `POST /predict`: one mammogram.
+
+use super::{media_type, rejected, timing, timing_headers, TimingHeaders};
+use crate::api::dto::{PredictResponse, PredictUpload};
+use crate::api::error::{ApiError, Problem};
+use crate::api::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::Json;
+use std::time::Instant;
+
+/// Raw image types `/predict` reads (the format is sniffed from the bytes either way).
+const RAW_IMAGE_TYPES: [&str; 4] = [
+    "image/jpeg",
+    "image/png",
+    "application/dicom",
+    "application/octet-stream",
+];
+
+/// Classify one mammogram.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    tag = "inference",
+    request_body(
+        description = "The image itself (JPEG, PNG or DICOM Part 10 MG; the format is read from the bytes), or a multipart form with the image in field `file`.",
+        content(([u8] = "image/jpeg"), ([u8] = "image/png"), ([u8] = "application/dicom"), ([u8] = "application/octet-stream"), (PredictUpload = "multipart/form-data"))
+    ),
+    responses(
+        (status = 200, description = "Density, malignancy and 8-class probabilities", body = PredictResponse, headers(
+            ("x-queue-time" = f64, description = "Milliseconds the image waited for the engine"),
+            ("x-inference-time" = f64, description = "Milliseconds of the engine run (the whole dynamic batch it was part of)"),
+            ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
+        )),
+        (status = 400, description = "Empty body, bytes that are not a JPEG/PNG/DICOM, a corrupt image, or a multipart body without `file`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over --max-body-bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type other than image/jpeg, image/png, application/dicom, application/octet-stream or multipart/form-data", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A decodable image we cannot use: too large or too small; DICOM without pixel data, multi-frame, not greyscale, or a Modality other than MG (unless --allow-any-modality)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests in flight or the inference queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet, or the request ran past --request-timeout (in the queue or anywhere else); see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn predict(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(TimingHeaders, Json<PredictResponse>), ApiError> {
+    let started = Instant::now();
+    let pipeline = state.pipeline()?.clone();
+    let bytes = read_single_image(request, &state).await?;
+    let mut readings = pipeline
+        .read(vec![bytes], Some(state.deadline(started)))
+        .await?;
+    let timing = timing(&readings, started);
+    let reading = readings.images.remove(0)?;
+    Ok((
+        timing_headers(&timing),
+        Json(PredictResponse::new(reading, pipeline.model(), timing)),
+    ))
+}
+
+async fn read_single_image(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    match media_type(&request).as_deref() {
+        None => read_bytes(request, state).await,
+        Some(t) if RAW_IMAGE_TYPES.contains(&t) => read_bytes(request, state).await,
+        Some("multipart/form-data") => {
+            let mut form = Multipart::from_request(request, state).await.map_err(|e| rejected(e.status(), e.body_text(), "--max-body-bytes"))?;
+            while let Some(field) = form.next_field().await.map_err(|e| rejected(e.status(), e.body_text(), "--max-body-bytes"))? {
+                if field.name() == Some("file") {
+                    return field.bytes().await.map_err(|e| rejected(e.status(), e.body_text(), "--max-body-bytes"));
+                }
+            }
+            Err(ApiError::BadRequest("the multipart body has no `file` field".into()))
+        }
+        Some(other) => Err(ApiError::UnsupportedType(format!(
+            "content type {other:?} is not accepted; send the image as image/jpeg, image/png, application/dicom or application/octet-stream, or as multipart/form-data field `file`"
+        ))),
+    }
+}
+
+async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|e| rejected(e.status(), e.body_text(), "--max-body-bytes"))
+}

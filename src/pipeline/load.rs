@@ -1,0 +1,91 @@
+//! Loading an ONNX model file into a running engine: the file's digest, its sessions, its
+//! metadata contract, warm-up on every batch size, the worker threads.
+
+use crate::engine::onnx::{OnnxModel, SessionOptions};
+use crate::engine::{Engine, EngineError, EngineOptions, Observer};
+use crate::model::ModelMetadata;
+use ort::environment::Environment;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What was loaded, for `/health`, `/v1/model`, evaluation reports and every answer.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// File stem of the model, e.g. `mammo`.
+    pub name: String,
+    pub path: PathBuf,
+    /// Hex SHA-256 of the model file.
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub metadata: ModelMetadata,
+    /// The execution provider actually in use, as ONNX Runtime names it.
+    pub provider: String,
+    /// Whether TensorRT FP16 is on.
+    pub fp16: bool,
+}
+
+/// How to load and run an ONNX model.
+#[derive(Debug, Clone)]
+pub struct OnnxOptions {
+    pub session: SessionOptions,
+    /// Worker threads, each with its own session.
+    pub workers: usize,
+    /// Single-image runs after one run of every batch size, before the engine starts.
+    pub warmup_runs: usize,
+    pub engine: EngineOptions,
+}
+
+/// Opens the model once per worker, reads its metadata contract (logging every default it
+/// falls back to), warms every session up and starts the engine. Blocks for as long as that
+/// takes.
+pub fn load_onnx(
+    env: &Environment,
+    options: &OnnxOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<(Engine, ModelInfo), EngineError> {
+    let path = &options.session.model;
+    let (sha256, size_bytes) = file_sha256(path)?;
+    let mut model = OnnxModel::open(env, &options.session, options.workers)?;
+    let (metadata, defaults) = ModelMetadata::from_props(&model.properties)
+        .map_err(|e| EngineError::Startup(e.to_string()))?;
+    for note in defaults {
+        tracing::warn!("{note}");
+    }
+    let p = &metadata.preprocessing;
+    let max_batch = options.engine.max_batch_size.max(1);
+    let classes = model.warm_up((p.height, p.width), max_batch, options.warmup_runs)?;
+    if classes != metadata.labels.len() {
+        return Err(EngineError::Startup(format!(
+            "the model gives {classes} logits per image; its mammo.labels name {}",
+            metadata.labels.len()
+        )));
+    }
+    let info = ModelInfo {
+        name: path
+            .file_stem()
+            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned()),
+        path: path.clone(),
+        sha256,
+        size_bytes,
+        provider: model.provider.name().to_string(),
+        fp16: options.session.gpu.fp16 && model.provider == crate::engine::onnx::Provider::TensorRt,
+        metadata,
+    };
+    let tensor_len = info.metadata.preprocessing.tensor_len();
+    let workers = options.workers.max(1);
+    let engine = Engine::start(model.into_backends(), tensor_len, options.engine, observer)?;
+    tracing::info!(model = %info.path.display(), provider = %info.provider, version = %info.metadata.version, workers, max_batch, "model loaded and warmed up");
+    Ok((engine, info))
+}
+
+fn file_sha256(path: &Path) -> Result<(String, u64), EngineError> {
+    let unreadable = |e: std::io::Error| {
+        EngineError::Startup(format!("could not read model file {}: {e}", path.display()))
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;
+    let digest = hasher.finalize();
+    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
+}
