@@ -134,10 +134,15 @@ def model_grey(g: np.ndarray, size: int, steps: list[str], laterality: str | Non
     return canvas
 
 
+def read_grey(path: Path, size: int) -> np.ndarray:
+    """The image's grey plane in [0, 1], reduced for a size×size model input."""
+    return reduce(grey01(path), size)
+
+
 def to_input(path: Path, size: int, mean: list[float], std: list[float], steps: list[str] = (),
              laterality: str | None = None) -> np.ndarray:
     """3×size×size float32 tensor."""
-    g = model_grey(reduce(grey01(path), size), size, list(steps), laterality)
+    g = model_grey(read_grey(path, size), size, list(steps), laterality)
     return np.stack([(g - m) / s for m, s in zip(mean, std)]).astype(np.float32)
 
 

@@ -1,17 +1,21 @@
-"""Training with grouped cross-validation, early stopping and resumable checkpoints.
+"""Training with grouped folds, early stopping and resumable checkpoints.
 
-python -m mammo_train.train --data DATASET --split split.csv --init lite0 --trainable last \
-       --fold all --out runs/lite0-last
+python -m mammo_train.train --data DATASET --out runs/v2.2.0     # the shipped model's recipe
 
---fold K trains on the other folds and validates on fold K; --fold all does every fold and
-writes out-of-fold predictions (oof.csv) for the report; --fold none trains on every family
-(the shipped model) for --epochs; --leaky replaces the family folds by a random 80/20 file split
-(to show how much a leaky split flatters the model).
+The defaults are the shipped model's protocol: fold 0 of splits/split.csv is the reported fold
+and is not even loaded; fold 1 is the inner validation fold (early stopping here; temperature,
+threshold and out-of-distribution fit in `mammo_train.calibrate`); folds 2-4 train. Then
+`mammo_train.calibrate RUN` and `mammo_train.export --run RUN`.
+
+--fold K --inner none trains on every fold but K and validates on fold K; --fold all does that
+for every fold and writes out-of-fold predictions (oof.csv) for the report; --fold none trains on
+every family for --epochs; --leaky replaces the family folds by a random 80/20 file split (to
+show how much a leaky split flatters the model).
 
 Layers below --trainable are frozen; their outputs are computed once per image and cached
 (runs/cache/), so `head` and `last` fine-tuning fit a 2-core CPU. The data set already holds
 ~27 rotations/flips of every source image, so cached features lose no augmentation there;
-`all` (full fine-tuning) adds random flips on the fly.
+`all` (full fine-tuning) augments on the fly (--augment, mammo_train.augment).
 """
 
 import argparse
@@ -27,13 +31,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment import AUGMENTATIONS
 from .data import dedupe, read_dataset
 from .families import read_split
 from .labels import CLASSES, class_index
 from .models import INITS, MEAN, STD, build, split_at
-from .preprocess import parse_steps, to_input
+from .preprocess import STEPS, model_grey, parse_steps, read_grey
 
 SIZE = 224
+# The shipped model's recipe: every argument's default (README "Shipped model").
+DEFAULT_STEPS = ",".join(STEPS)
 
 
 def seed_everything(seed: int) -> None:
@@ -42,29 +49,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_inputs(paths: list[Path], steps: list[str]) -> torch.Tensor:
-    return torch.from_numpy(np.stack([to_input(p, SIZE, MEAN, STD, steps) for p in paths]))
+def load_grey(paths: list[Path], steps: list[str]) -> torch.Tensor:
+    """(N, 1, SIZE, SIZE) grey planes in [0, 1] as the model sees them before normalisation."""
+    planes, started = [], time.time()
+    for i, p in enumerate(paths):
+        planes.append(model_grey(read_grey(p, SIZE), SIZE, steps))
+        if (i + 1) % 500 == 0:
+            print(f"\r  read {i + 1}/{len(paths)} ({(i + 1) / (time.time() - started):.0f} img/s)", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    return torch.from_numpy(np.stack(planes))[:, None]
+
+
+def normalise(g: torch.Tensor) -> torch.Tensor:
+    """Grey planes (B, 1, H, W) -> the model's normalised 3-channel input (equal channels)."""
+    mean = torch.tensor(MEAN, device=g.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=g.device).view(1, 3, 1, 1)
+    return (g.expand(-1, 3, -1, -1) - mean) / std
 
 
 @torch.no_grad()
-def prefix_outputs(prefix: nn.Module, paths: list[Path], steps: list[str], cache: Path | None, batch: int = 64) -> torch.Tensor:
+def prefix_outputs(prefix: nn.Module, grey: torch.Tensor, names: list[str], cache: Path | None, batch: int = 64) -> torch.Tensor:
     """Frozen-prefix outputs for every image (cached on disk by prefix and file list)."""
     if cache is not None and cache.exists():
         stored = torch.load(cache)
-        if stored["names"] == [p.name for p in paths]:
+        if stored["names"] == names:
             return stored["x"]
     prefix.eval()
     outs, started = [], time.time()
-    for i in range(0, len(paths), batch):
-        outs.append(prefix(load_inputs(paths[i:i + batch], steps)))
-        done = min(i + batch, len(paths))
+    for i in range(0, len(grey), batch):
+        outs.append(prefix(normalise(grey[i:i + batch])))
+        done = min(i + batch, len(grey))
         rate = done / (time.time() - started)
-        print(f"\r  features {done}/{len(paths)} ({rate:.0f} img/s, ETA {(len(paths) - done) / rate:.0f} s)", end="", file=sys.stderr)
+        print(f"\r  features {done}/{len(grey)} ({rate:.0f} img/s, ETA {(len(grey) - done) / rate:.0f} s)", end="", file=sys.stderr)
     print(file=sys.stderr)
     x = torch.cat(outs)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"names": [p.name for p in paths], "x": x}, cache)
+        torch.save({"names": names, "x": x}, cache)
     return x
 
 
@@ -77,21 +98,15 @@ def class_weights(y: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def flip(x: torch.Tensor) -> torch.Tensor:
-    """Random horizontal / vertical flips of a batch of images (full fine-tuning only)."""
-    if random.random() < 0.5:
-        x = x.flip(3)
-    if random.random() < 0.5:
-        x = x.flip(2)
-    return x
-
-
-def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=False):
-    """One pass; trains when an optimizer is given. `x`, `y` and `weights` live on the model's
-    device; on a GPU the pass runs in bfloat16 autocast with channels-last tensors (~2x faster;
-    the CPU path stays fp32). Returns (mean loss, probabilities on the CPU)."""
+def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=None, gen=None):
+    """One pass; trains when an optimizer is given. `x` holds grey planes (full fine-tuning,
+    augmented by `augment` when training, then normalised) or cached prefix outputs; `x`, `y`
+    and `weights` live on the model's device. On a GPU the pass runs in bfloat16 autocast with
+    channels-last tensors (~2x faster; the CPU path stays fp32). Returns (mean loss,
+    probabilities on the CPU)."""
     training = optimizer is not None
     gpu = x.device.type == "cuda"
+    planes = x.shape[1] == 1
     model.train(training)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     order = (torch.randperm(len(x)) if training else torch.arange(len(x))).to(x.device)
@@ -99,8 +114,10 @@ def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=False):
     for i in range(0, len(x), batch):
         idx = order[i:i + batch]
         xb = x[idx]
-        if augment and training:
-            xb = flip(xb)
+        if planes:
+            if training and augment is not None:
+                xb = augment(xb.cpu(), gen).to(x.device)
+            xb = normalise(xb)
         if gpu:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(training), torch.autocast(x.device.type, torch.bfloat16, enabled=gpu):
@@ -120,10 +137,13 @@ def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=False):
 def fit(model, xs, ys, val, args, out: Path):
     """Trains `model` (the trainable suffix) with AdamW + cosine schedule on class-weighted
     cross-entropy, with early stopping on the (unweighted) grouped-validation loss; resumable
-    from out/checkpoint.pt. Returns the final training state."""
+    from out/checkpoint.pt (the augmentation generator's state included). Returns the final
+    training state."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     weights = class_weights(ys.cpu()).to(ys.device)
+    augment = AUGMENTATIONS[args.augment] if args.trainable == "all" else None
+    gen = torch.Generator().manual_seed(args.seed)
     ckpt = out / "checkpoint.pt"
     state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_state": None, "since_best": 0}
     if args.resume and ckpt.exists():
@@ -132,10 +152,12 @@ def fit(model, xs, ys, val, args, out: Path):
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
+        if "generator" in saved:
+            gen.set_state(saved["generator"])
         print(f"  resumed at epoch {state['epoch']}", file=sys.stderr)
     while state["epoch"] < args.epochs and state["since_best"] < args.patience:
         started = time.time()
-        train_loss, _ = run_epoch(model, xs, ys, weights, optimizer, augment=args.trainable == "all")
+        train_loss, _ = run_epoch(model, xs, ys, weights, optimizer, augment=augment, gen=gen)
         scheduler.step()
         row = {"epoch": state["epoch"] + 1, "train_loss": train_loss, "seconds": 0.0}
         if val is not None:
@@ -158,7 +180,7 @@ def fit(model, xs, ys, val, args, out: Path):
         state["epoch"] += 1
         print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), file=sys.stderr)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "state": state}, ckpt)
+                    "scheduler": scheduler.state_dict(), "state": state, "generator": gen.get_state()}, ckpt)
     model.load_state_dict(state["best_state"])
     plot_curves(state["history"], out / "curves.png")
     return state
@@ -182,26 +204,50 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def parse_fold(text: str) -> int | str | None:
+    return None if text == "none" else text if text == "all" else int(text)
+
+
+def plan(fold: dict[str, int], args) -> list[tuple[int | None, int | None]]:
+    """(held-out fold, validation fold) for each model to train. With an inner fold the held-out
+    fold is neither trained nor validated on; without one the held-out fold validates."""
+    if args.leaky:
+        return [(1, 1)]
+    if args.fold == "all":
+        return [(k, k) for k in sorted(set(fold.values()))]
+    if args.fold is None:
+        return [(None, None)]
+    if args.inner is not None and args.inner == args.fold:
+        raise SystemExit(f"--inner {args.inner} is the held-out fold itself")
+    return [(args.fold, args.fold if args.inner is None else args.inner)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--split", required=True, type=Path, help="split.csv from mammo_train.families")
-    parser.add_argument("--init", choices=INITS, default="b0-lite0")
+    parser.add_argument("--split", type=Path, default=Path(__file__).parents[1] / "splits" / "split.csv",
+                        help="split.csv from mammo_train.families")
+    parser.add_argument("--init", choices=INITS, default="lite0")
     parser.add_argument("--weights", type=Path, help="start from this local checkpoint (state dict)")
-    parser.add_argument("--trainable", choices=["head", "last", "all"], default="last")
-    parser.add_argument("--fold", default="all", help="K, all, or none (train on everything)")
+    parser.add_argument("--trainable", choices=["head", "last", "all"], default="all")
+    parser.add_argument("--fold", default=0, type=parse_fold,
+                        help="held-out fold K (never trained on), all (cross-validation), or none (train on everything)")
+    parser.add_argument("--inner", default=1, type=parse_fold,
+                        help="the validation fold for --fold K (none: validate on K itself)")
     parser.add_argument("--leaky", action="store_true", help="random 80/20 file split instead of family folds")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="acquisition",
+                        help="on-the-fly augmentation of full fine-tuning (mammo_train.augment)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast and channels-last there; the CPU runs fp32)")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--preprocess", default="", type=parse_steps,
+    parser.add_argument("--preprocess", default=DEFAULT_STEPS, type=parse_steps,
                         help="full-field steps applied before the resize, comma-separated "
-                             "(crop_breast,orient_left,pad_square); export must be given the same")
+                             "(crop_breast,orient_left,pad_square; empty for none); export reads them from the run")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -212,57 +258,59 @@ def main() -> None:
     if args.leaky:
         rng = np.random.default_rng(args.seed)
         fold = {s.name: int(rng.random() < 0.2) for s in samples}
-        folds = [1]
-    elif args.fold == "all":
-        folds = sorted(set(fold.values()))
-    elif args.fold == "none":
-        folds = [None]
-    else:
-        folds = [int(args.fold)]
+    runs = plan(fold, args)
+    # Images of a held-out fold that nothing validates on are not even read.
+    untouched = {k for k, v in runs if k is not None and k != v} if len(runs) == 1 else set()
+    samples = [s for s in samples if fold[s.name] not in untouched]
     y = torch.tensor([class_index(s.label) for s in samples])
-    paths = [s.path for s in samples]
+    names = [s.name for s in samples]
     args.out.mkdir(parents=True, exist_ok=True)
     cache_root = args.out.parent / "cache"
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    prefix, _ = split_at(build(args.init, weights=args.weights), args.trainable)
+    grey = load_grey([s.path for s in samples], args.preprocess)
     if args.trainable == "all":
-        x = load_inputs(paths, args.preprocess)
+        x = grey
     else:
+        prefix, _ = split_at(build(args.init, weights=args.weights), args.trainable)
         tag = f"{args.init}-{args.trainable}" + ("" if args.weights is None else f"-{args.weights.stem}")
         tag += "".join(f"-{s}" for s in args.preprocess)
-        x = prefix_outputs(prefix, paths, args.preprocess, cache_root / f"{tag}.pt")
+        x = prefix_outputs(prefix, grey, names, cache_root / f"{tag}.pt")
     x, y = x.to(device), y.to(device)
 
     oof, summary, started = {}, [], time.time()
-    for k in folds:
+    for held_out, validation in runs:
         seed_everything(args.seed)
         model = build(args.init, weights=args.weights).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         _, suffix = split_at(model, args.trainable)
-        train_idx = [i for i, s in enumerate(samples) if k is None or fold[s.name] != k]
-        val_idx = [i for i, s in enumerate(samples) if k is not None and fold[s.name] == k]
-        print(f"fold {k}: {len(train_idx)} train / {len(val_idx)} validation images", file=sys.stderr)
-        out = args.out / (f"fold{k}" if k is not None else "final")
+        train_idx = [i for i, s in enumerate(samples) if held_out is None or fold[s.name] not in (held_out, validation)]
+        val_idx = [i for i, s in enumerate(samples) if validation is not None and fold[s.name] == validation]
+        print(f"held-out fold {held_out}, validation fold {validation}: "
+              f"{len(train_idx)} train / {len(val_idx)} validation images", file=sys.stderr)
+        out = args.out / (f"fold{held_out}" if held_out is not None else "final")
         out.mkdir(parents=True, exist_ok=True)
         val = (x[val_idx], y[val_idx]) if val_idx else None
         state = fit(suffix, x[train_idx], y[train_idx], val, args, out)
-        summary.append({"fold": k, "best_epoch": state.get("best_epoch"), "best_val_loss": state["best_loss"],
-                        "epochs_run": state["epoch"], "seconds": sum(h["seconds"] for h in state["history"])})
-        if val is not None:
+        summary.append({"fold": held_out, "validation_fold": validation, "best_epoch": state.get("best_epoch"),
+                        "best_val_loss": state["best_loss"], "epochs_run": state["epoch"],
+                        "train_images": len(train_idx), "validation_images": len(val_idx),
+                        "seconds": sum(h["seconds"] for h in state["history"])})
+        if val is not None and validation == held_out:
             _, probs = run_epoch(suffix, val[0], val[1], None)
             for i, p in zip(val_idx, probs.tolist()):
-                oof[samples[i].name] = (k, p)
+                oof[samples[i].name] = (held_out, p)
         # The whole network at its best epoch (the frozen prefix shares modules with `model`).
         on_cpu = {name: v.cpu() for name, v in model.state_dict().items()}
         torch.save(on_cpu, out / "model.pt")
-        if k is None:
+        if len(runs) == 1:
             torch.save(on_cpu, args.out / "model.pt")
     (args.out / "summary.json").write_text(json.dumps(
-        {"init": args.init, "trainable": args.trainable, "leaky": args.leaky,
-         "preprocess": ",".join(args.preprocess), "folds": summary,
-         "total_seconds": time.time() - started}, indent=2))
+        {"init": args.init, "trainable": args.trainable, "leaky": args.leaky, "augment": args.augment,
+         "preprocess": ",".join(args.preprocess), "data": str(args.data.resolve()), "split": str(args.split.resolve()),
+         "lr": args.lr, "epochs": args.epochs, "patience": args.patience, "seed": args.seed, "device": args.device,
+         "folds": summary, "total_seconds": time.time() - started}, indent=2))
     if oof:
         with open(args.out / "oof.csv", "w", newline="") as f:
             w = csv.writer(f)

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from PIL import Image
 from conftest import FIXTURES
@@ -43,7 +44,8 @@ def test_smoke_train_export_and_load(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
     out = tmp_path / "model.onnx"
     run("mammo_train.export", "--init", "lite0", "--weights", str(tmp_path / "final" / "model.pt"), "--threshold", "0.4",
-        "--version", "smoke", "--trained-on", "six fixture images", "--check-images", str(data), "--out", str(out))
+        "--version", "smoke", "--trained-on", "six fixture images", "--check-images", str(data), "--out", str(out),
+        "--preprocess", "")
 
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
@@ -55,3 +57,36 @@ def test_smoke_train_export_and_load(tmp_path):
     logits = session.run(["logits"], {"input": np.zeros((3, 3, 224, 224), np.float32)})[0]
     assert logits.shape == (3, 8), "dynamic batch"
     assert len((tmp_path / "model.onnx.sha256").read_text().split()[0]) == 64
+
+
+def test_protocol_run_calibrates_and_exports_an_ood_score(tmp_path):
+    """train (held-out fold 0, validation fold 1) -> calibrate -> export --run: the ONNX has both
+    outputs, with the run's temperature, threshold and detector in its metadata."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in NAMES:  # three copies of each image (one family each), over three folds
+        for turn in (0, 90, 180):
+            Image.open(FIXTURES / name).rotate(turn).save(data / f"{name[:3].upper()}_r{turn}_{name}")
+    run("mammo_train.families", "--data", str(data), "--out", str(tmp_path / "split"), "--folds", "3")
+    out = tmp_path / "protocol"
+    run("mammo_train.train", "--data", str(data), "--split", str(tmp_path / "split" / "split.csv"),
+        "--trainable", "head", "--epochs", "1", "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["folds"][0]["fold"] == 0 and summary["folds"][0]["validation_fold"] == 1
+    run("mammo_train.calibrate", str(out))
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["temperature"] > 0
+    assert calibration["ood_method"].startswith("maha_")
+    assert set(calibration["ood_comparison"]["msp"]) >= {"natural", "ct_mr", "inverted", "full_field"}
+    model = tmp_path / "scored.onnx"
+    run("mammo_train.export", "--run", str(out), "--version", "smoke", "--trained-on", "fixtures",
+        "--check-images", str(data), "--out", str(model))
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "ood_score"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["mammo.ood_method"] == calibration["ood_method"]
+    assert float(meta["mammo.ood_threshold"]) == pytest.approx(calibration["ood_threshold"], rel=1e-5)
+    assert float(meta["mammo.temperature"]) == pytest.approx(calibration["temperature"], rel=1e-5)
+    assert meta["mammo.preprocess"] == "crop_breast,orient_left,pad_square"
+    logits, score = session.run(None, {"input": np.zeros((2, 3, 224, 224), np.float32)})
+    assert logits.shape == (2, 8) and score.shape == (2,)

@@ -1,0 +1,160 @@
+"""Temperature, operating threshold and out-of-distribution detector, fitted after training on
+images the network never trained on.
+
+python -m mammo_train.calibrate runs/v2.2.0
+
+Reads the run's summary.json (data, split, held-out and validation folds, preprocessing); the
+held-out fold is not read. On the validation fold (the inner split):
+1. temperature: the T that minimises the 8-class negative log-likelihood of logits / T;
+2. threshold: the largest P(malignant), after T, whose sensitivity reaches 0.90;
+3. out-of-distribution: every method of `mammo_train.ood`, fitted on the training folds'
+   features, is compared by AUROC between the validation images and proxy sets made from
+   them (`mammo_train.proxies`); of the methods the graph computes, the one whose worst
+   AUROC over the acquisition and non-mammogram sets is highest is chosen, with the threshold
+   that flags 5% of the validation images.
+Writes RUN/calibration.json (every number and the comparison table) and RUN/ood.pt (the chosen
+detector), which `mammo_train.export --run RUN` reads.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import roc_auc_score
+
+from . import ood, proxies
+from .data import dedupe, read_dataset
+from .families import read_split
+from .labels import class_index
+from .models import MEAN, STD, build
+from .report import threshold_for_sensitivity
+from .train import SIZE, load_grey, normalise
+
+TARGET_SENSITIVITY = 0.9
+FLAG_RATE = 0.05
+# Proxy images made per acquisition set (from the validation images) and for full_field.
+PROXY_IMAGES = 200
+FULL_FIELD_IMAGES = 60
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    return np.exp(z - ood.logsumexp(z)[:, None])
+
+
+def nll(logits: np.ndarray, y: np.ndarray, t: float) -> float:
+    z = logits / t
+    return float(np.mean(ood.logsumexp(z) - z[np.arange(len(y)), y]))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood, searched over log T."""
+    best = minimize_scalar(lambda s: nll(logits, y, float(np.exp(s))), bounds=(-3, 3), method="bounded")
+    return float(np.exp(best.x))
+
+
+def binary_ece(p: np.ndarray, positive: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of P(positive): the |mean p - share positive| of equal-width
+    bins over [0, 1], weighted by the bin's share of images."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(p[inside].mean() - positive[inside].mean())
+    return float(total)
+
+
+def malignancy(logits: np.ndarray, t: float) -> np.ndarray:
+    return softmax(logits / t)[:, 1::2].sum(axis=1)
+
+
+def calibration_numbers(logits: np.ndarray, y: np.ndarray, t: float) -> dict:
+    p = malignancy(logits, t)
+    positive = (y % 2 == 1).astype(float)
+    return {"nll": nll(logits, y, t), "binary_ece": binary_ece(p, positive),
+            "brier": float(np.mean((p - positive) ** 2))}
+
+
+def inputs_of(grey: torch.Tensor):
+    return lambda a, b: normalise(grey[a:b]) if a < len(grey) else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    summary = json.loads((args.run / "summary.json").read_text())
+    [fold] = summary["folds"]
+    held_out, validation = fold["fold"], fold["validation_fold"]
+    if held_out is None or validation is None or held_out == validation:
+        raise SystemExit("calibration needs a run with a held-out fold and a separate validation fold")
+    steps = [s for s in summary["preprocess"].split(",") if s]
+    samples, _ = dedupe(read_dataset(Path(summary["data"])))
+    _, folds = read_split(Path(summary["split"]))
+    train = [s for s in samples if folds[s.name] not in (held_out, validation)]
+    val = [s for s in samples if folds[s.name] == validation]
+    print(f"training folds: {len(train)} images; validation fold {validation}: {len(val)}", file=sys.stderr)
+
+    net = build(summary["init"], weights=args.run / "model.pt").eval()
+    tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
+    train_f = ood.features(tapped, inputs_of(load_grey([s.path for s in train], steps)))
+    val_f = ood.features(tapped, inputs_of(load_grey([s.path for s in val], steps)))
+    y_train = np.array([class_index(s.label) for s in train])
+    y_val = np.array([class_index(s.label) for s in val])
+
+    t = fit_temperature(val_f["logits"], y_val)
+    threshold = threshold_for_sensitivity(malignancy(val_f["logits"], t), y_val % 2 == 1, TARGET_SENSITIVITY)
+    detectors = ood.Detectors(train_f, y_train, t)
+
+    rng = np.random.default_rng(0)
+    chosen = [val[i].path for i in rng.choice(len(val), min(PROXY_IMAGES, len(val)), replace=False)]
+    comparison = {m: {} for m in ood.METHODS}
+    in_scores = {m: detectors.score(m, val_f) for m in ood.METHODS}
+    for name in proxies.SETS:
+        paths = chosen[:FULL_FIELD_IMAGES] if name == "full_field" else chosen
+        grey = torch.from_numpy(proxies.proxy_set(name, paths, SIZE, steps))[:, None]
+        f = ood.features(tapped, inputs_of(grey))
+        for m in ood.METHODS:
+            out = detectors.score(m, f)
+            scores = np.concatenate([in_scores[m], out])
+            truth = np.concatenate([np.zeros(len(in_scores[m])), np.ones(len(out))])
+            cut = np.quantile(in_scores[m], 1 - FLAG_RATE)
+            comparison[m][name] = {"auroc": float(roc_auc_score(truth, scores)),
+                                   "flagged": float((out > cut).mean()), "images": int(len(out))}
+        print(f"  {name}: " + ", ".join(f"{m} {comparison[m][name]['auroc']:.3f}" for m in ood.METHODS), file=sys.stderr)
+
+    judged = proxies.ACQUISITION + proxies.NON_MAMMOGRAMS
+    exportable = [m for m in ood.METHODS if m.startswith("maha_") and m != "maha_penultimate"]
+    worst = {m: min(comparison[m][s]["auroc"] for s in judged) for m in ood.METHODS}
+    method = max(exportable, key=lambda m: worst[m])
+    ood_threshold = float(np.quantile(in_scores[method], 1 - FLAG_RATE))
+    score = ood.OodScore.fitted(detectors, ood.taps_of(method))
+    torch.save({"method": method, "parameters": score.parameters_by_tap()}, args.run / "ood.pt")
+    calibration = {
+        "fitted_on": f"validation fold {validation} of {summary['split']} ({len(val)} images); "
+                     f"Gaussians on folds other than {held_out} and {validation} ({len(train)} images)",
+        "temperature": t,
+        "malignancy_threshold": threshold,
+        "target_sensitivity": TARGET_SENSITIVITY,
+        "validation_before_temperature": calibration_numbers(val_f["logits"], y_val, 1.0),
+        "validation_after_temperature": calibration_numbers(val_f["logits"], y_val, t),
+        "ood_method": method,
+        "ood_threshold": ood_threshold,
+        "ood_flag_rate_target": FLAG_RATE,
+        "ood_selection": "highest worst-case AUROC over " + ", ".join(judged),
+        "ood_worst_auroc": worst,
+        "ood_comparison": comparison,
+    }
+    (args.run / "calibration.json").write_text(json.dumps(calibration, indent=2))
+    print(json.dumps({k: v for k, v in calibration.items() if k != "ood_comparison"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

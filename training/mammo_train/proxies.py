@@ -1,0 +1,150 @@
+"""Proxy out-of-distribution sets, built from what is installed here (nothing is downloaded).
+
+No mammogram from another vendor, another hospital or scanned film is available here, so the
+out-of-distribution detector is chosen and judged on stand-ins:
+
+- `natural`: the sample photographs and micrographs scikit-image ships in its wheel;
+- `ct_mr`: the CT, MR and dose images pydicom ships with its wheel (single-frame greyscale),
+  mapped to grey by their own value range, as the server maps a DICOM without a VOI;
+- acquisition changes of real mammograms, stronger than anything training's augmentation
+  (`mammo_train.augment`) shows the model: `wrong_window` (12-bit data shown as /65535),
+  `inverted` polarity, `heavy_blur`, `low_resolution` (down then up sampling), `strong_noise`,
+  `grey_curve` (a logarithmic display curve);
+- `full_field`: the mammogram upscaled onto a synthetic 2600×4700 16-bit detector with noise
+  and windowed, as `tests/fixtures/make_dicom_fixtures.py --full-field` writes it, then
+  reduced and cropped like any full-field image.
+
+Every set goes through the same preprocessing as training (`preprocess.model_grey`); each
+function returns grey planes `(N, size, size)` in [0, 1] as the model sees them before
+normalisation.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from .preprocess import grey01, model_grey, reduce
+
+NON_MAMMOGRAMS = ("natural", "ct_mr")
+ACQUISITION = ("wrong_window", "inverted", "heavy_blur", "low_resolution", "strong_noise", "grey_curve")
+SETS = NON_MAMMOGRAMS + ACQUISITION + ("full_field",)
+
+
+def _float_image(g: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(g, np.float32), "F")
+
+
+def _blur(g: np.ndarray, sigma: float) -> np.ndarray:
+    return gaussian_filter(g, sigma, mode="nearest").astype(np.float32)
+
+
+def _low_resolution(g: np.ndarray, factor: int) -> np.ndarray:
+    h, w = g.shape
+    small = _float_image(g).resize((max(1, w // factor), max(1, h // factor)), Image.BOX)
+    return np.asarray(small.resize((w, h), Image.BILINEAR), np.float32)
+
+
+def wrong_window(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An 8-bit image stored in 12 bits and shown by a reader that divides by 65535."""
+    return np.round(g * 255) * 16 / 65535
+
+
+def inverted(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return 1 - g
+
+
+def heavy_blur(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _blur(g, 4.0)
+
+
+def low_resolution(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _low_resolution(g, 6)
+
+
+def strong_noise(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(g + rng.normal(0, 0.12, g.shape), 0, 1).astype(np.float32)
+
+
+def grey_curve(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return (np.log1p(40 * g) / np.log1p(40)).astype(np.float32)
+
+
+PERTURBATIONS = {f.__name__: f for f in (wrong_window, inverted, heavy_blur, low_resolution, strong_noise, grey_curve)}
+
+
+def full_field_grey(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The mammogram upscaled to 2300 px on a noisy 2600×4700 detector (values of 16 bits),
+    windowed (centre 26000, width 52000) to grey, chest wall on the right."""
+    big = np.asarray(_float_image(g).resize((2300, 2300), Image.BILINEAR), np.float32)
+    detector = rng.normal(900, 40, (4700, 2600)).astype(np.float32)
+    detector[1100:3400, 300:2600] += big[:, ::-1] * 50000
+    stored = np.clip(np.round(detector), 0, 65535)
+    low = 26000 - 52000 / 2  # the window's lower edge: 0
+    return np.clip((stored - low) / 52000, 0, 1).astype(np.float32)
+
+
+def perturbed(paths: list[Path], name: str, size: int, steps: list[str], seed: int = 0) -> np.ndarray:
+    """The images of `paths` under the acquisition change `name` (or on a synthetic detector,
+    `full_field`), preprocessed."""
+    rng = np.random.default_rng(seed)
+    planes = []
+    for p in paths:
+        g = reduce(grey01(p), size)
+        g = full_field_grey(g, rng) if name == "full_field" else PERTURBATIONS[name](g, rng)
+        planes.append(model_grey(reduce(g, size), size, steps))
+    return np.stack(planes)
+
+
+def _package_dir(module: str) -> Path:
+    import importlib
+    return Path(importlib.import_module(module).__file__).parent
+
+
+def natural(size: int, steps: list[str]) -> np.ndarray:
+    """scikit-image's bundled sample images (photographs, micrographs, text), as grey."""
+    folder = _package_dir("skimage.data")
+    planes = []
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() not in (".png", ".jpg") or min(Image.open(f).size) < 64:
+            continue
+        planes.append(model_grey(reduce(grey01(f), size), size, steps))
+    return np.stack(planes)
+
+
+def ct_mr(size: int, steps: list[str]) -> np.ndarray:
+    """pydicom's bundled single-frame greyscale images (CT, MR, dose), each mapped by its own
+    value range; identical pixel arrays are kept once."""
+    import pydicom
+    folder = _package_dir("pydicom.data") / "test_files"
+    planes, seen = [], set()
+    for f in sorted(folder.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(f)
+            if ds.get("SamplesPerPixel", 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+                continue
+            a = ds.pixel_array.astype(np.float32)
+        except Exception:  # noqa: BLE001 - compressed or broken test files are skipped
+            continue
+        if a.ndim != 2 or min(a.shape) < 32 or a.max() == a.min():
+            continue
+        key = (a.shape, float(a.sum()))
+        if key in seen:
+            continue
+        seen.add(key)
+        g = (a - a.min()) / (a.max() - a.min())
+        if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+            g = 1 - g
+        planes.append(model_grey(reduce(g, size), size, steps))
+    return np.stack(planes)
+
+
+def proxy_set(name: str, paths: list[Path], size: int, steps: list[str]) -> np.ndarray:
+    """Grey planes of the proxy set `name`; `paths` are the mammograms the acquisition sets
+    and `full_field` are made from."""
+    if name == "natural":
+        return natural(size, steps)
+    if name == "ct_mr":
+        return ct_mr(size, steps)
+    return perturbed(paths, name, size, steps)
