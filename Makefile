@@ -2,7 +2,7 @@
 
 VENV := .ort/venv
 TRAIN_VENV := .venv-train
-TEST_MODEL := tests/.generated/untrained-test-model.onnx
+TEST_MODELS := tests/fixtures/models
 HADOLINT := $(VENV)/bin/hadolint
 ARGS ?=
 
@@ -16,13 +16,14 @@ setup:
 serve: setup
 	cargo run --release --bin mammo-serve -- $(ARGS)
 
-## Generate the untrained test model the integration tests run.
+## Regenerate the committed untrained test models the integration tests run.
 test-model: setup
-	@mkdir -p $(dir $(TEST_MODEL))
-	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODEL)
+	@mkdir -p $(TEST_MODELS)
+	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODELS)/untrained.onnx
+	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODELS)/untrained-ood.onnx --ood
 
 ## Every check: formatting, clippy, unit and integration tests, Dockerfile lint, training tests.
-test: test-model lint train-test
+test: setup lint train-test
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test

@@ -28,9 +28,10 @@ const IMAGES: &str = "mammo_images_inferred_total";
 const QUEUE_DEPTH: &str = "mammo_queue_depth";
 const QUEUE_CAPACITY: &str = "mammo_queue_capacity";
 const MODEL_INFO: &str = "mammo_model_info";
+const ASSESSMENTS: &str = "mammo_assessments_total";
 
 /// Every metric with its help text.
-const HELP: [(&str, &str); 10] = [
+const HELP: [(&str, &str); 11] = [
     (REQUESTS, "HTTP requests answered, by route and status."),
     (REQUEST_SECONDS, "End-to-end request time, by route."),
     (IN_FLIGHT, "Requests being handled now."),
@@ -44,6 +45,10 @@ const HELP: [(&str, &str); 10] = [
         "Most images the inference queue holds (--max-queue-size).",
     ),
     (MODEL_INFO, "The loaded model (1 once loaded)."),
+    (
+        ASSESSMENTS,
+        "Images answered, by assessment status (assessed, not_assessable).",
+    ),
 ];
 
 /// What the server and its engine record.
@@ -87,7 +92,7 @@ impl Default for Metrics {
             .build_recorder();
         for (name, help) in HELP {
             let key = KeyName::from_const_str(name);
-            if name == REQUESTS || name == IMAGES {
+            if name.ends_with("_total") {
                 recorder.describe_counter(key, None, help.into());
             } else if name.ends_with("_seconds") || name == BATCH_SIZE {
                 recorder.describe_histogram(key, None, help.into());
@@ -140,6 +145,12 @@ impl Metrics {
         self.recorder
             .register_histogram(&key, &META)
             .record(elapsed.as_secs_f64());
+    }
+
+    /// An image was answered with assessment `status`.
+    pub fn assessed(&self, status: &'static str) {
+        self.counter(ASSESSMENTS, vec![Label::new("status", status)])
+            .increment(1);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of everything recorded, with the gauges

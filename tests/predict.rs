@@ -86,7 +86,7 @@ async fn raw_jpeg_of_every_class_gets_a_consistent_prediction() {
         let body: Value = response.json().await.unwrap();
         seen.push(check_prediction(&body));
         assert_eq!(body["model"]["sha256"], model_sha.as_str());
-        assert_eq!(body["model"]["name"], "untrained-test-model");
+        assert_eq!(body["model"]["name"], "untrained");
         assert_eq!(body["model"]["version"], "0.0.0-untrained-test");
     }
     // Different images give different answers: the model really reads the pixels.

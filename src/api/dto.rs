@@ -4,10 +4,10 @@
 use super::error::Problem;
 use crate::imaging;
 use crate::model::exam;
-use crate::model::{ClassLabel, Density, Malignancy, Prediction};
+use crate::model::{Assessment, ClassLabel, Density, Malignancy, Prediction, Status};
 use crate::pipeline::{ModelInfo, Reading};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Carried by every prediction.
 pub const NOTICE: &str = "Decision support only, not a diagnosis: this output is for review by a qualified radiologist. \
@@ -16,9 +16,16 @@ pub const NOTICE: &str = "Decision support only, not a diagnosis: this output is
 /// The answer for one image.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PredictResponse {
-    pub density: DensityCall,
-    pub malignancy: MalignancyCall,
-    pub class: ClassCall,
+    /// Absent when the image was not assessed, unless `include_unassessable=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density: Option<DensityCall>,
+    /// Absent when the image was not assessed, unless `include_unassessable=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub malignancy: Option<MalignancyCall>,
+    /// Absent when the image was not assessed, unless `include_unassessable=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<ClassCall>,
+    pub assessment: AssessmentDto,
     /// For DICOM input: the identifiers to match the result with (never patient attributes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dicom: Option<DicomInfo>,
@@ -29,22 +36,86 @@ pub struct PredictResponse {
 }
 
 impl PredictResponse {
-    /// Wraps a reading with the model that made it and how long it took.
-    pub fn new(reading: Reading, model: &ModelInfo, timing_ms: Timing) -> Self {
+    /// Wraps a reading with the model that made it and how long it took. The labels of an
+    /// image that was not assessed are left out unless `include_unassessable`, so that a
+    /// client reading only labels cannot mistake it for an answer.
+    pub fn new(
+        reading: Reading,
+        model: &ModelInfo,
+        timing_ms: Timing,
+        include_unassessable: bool,
+    ) -> Self {
         let p = &reading.prediction;
+        let labelled = include_unassessable || p.assessment.is_assessed();
         PredictResponse {
-            density: DensityCall {
+            density: labelled.then(|| DensityCall {
                 label: p.density.code().into(),
                 birads: p.density.birads().into(),
                 probabilities: DensityProbabilities::from(p.density_probabilities),
                 confidence: p.density_confidence(),
-            },
-            malignancy: MalignancyCall::from(p.malignancy),
-            class: ClassCall::from(p),
+            }),
+            malignancy: labelled.then(|| MalignancyCall::from(p.malignancy)),
+            class: labelled.then(|| ClassCall::from(p)),
+            assessment: AssessmentDto::from(&p.assessment),
             dicom: reading.dicom.map(DicomInfo::from),
             model: ModelRef::from(model),
             timing_ms,
             notice: NOTICE.to_string(),
+        }
+    }
+}
+
+/// Query parameters of `/predict` and `/batch`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReadOptions {
+    /// Also report density, malignancy and class for images that were not assessed (their
+    /// `assessment.status` stays `not_assessable`: the labels are not the model's reading of a
+    /// mammogram it knows).
+    #[serde(default)]
+    pub include_unassessable: bool,
+}
+
+/// Whether the model could read the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AssessmentStatus {
+    /// The image is like the training data; the labels are the model's reading.
+    Assessed,
+    /// The image lies outside what the model learned: its labels must not be used.
+    NotAssessable,
+}
+
+impl From<Status> for AssessmentStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Assessed => AssessmentStatus::Assessed,
+            Status::NotAssessable => AssessmentStatus::NotAssessable,
+        }
+    }
+}
+
+/// The out-of-distribution check of one image.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = Assessment)]
+pub struct AssessmentDto {
+    pub status: AssessmentStatus,
+    /// The model's out-of-distribution score (higher: less like the training data); null for
+    /// a model without a detector.
+    pub ood_score: Option<f32>,
+    /// Scores above it are not assessed (`mammo.ood_threshold`); null without a detector.
+    pub ood_threshold: Option<f32>,
+    /// Why the image was not assessed, or why it could not be checked; null otherwise.
+    pub reason: Option<String>,
+}
+
+impl From<&Assessment> for AssessmentDto {
+    fn from(a: &Assessment) -> Self {
+        AssessmentDto {
+            status: a.status.into(),
+            ood_score: a.ood_score,
+            ood_threshold: a.ood_threshold,
+            reason: a.reason.clone(),
         }
     }
 }
@@ -209,21 +280,29 @@ impl From<imaging::Laterality> for Laterality {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ExamSummary {
     pub study_instance_uid: String,
+    /// `not_assessable` when no view of the study was assessed.
+    pub status: AssessmentStatus,
     /// Left, right, then views that name neither breast.
     pub breasts: Vec<BreastSummary>,
-    /// The denser breast's density.
-    pub density: ExamDensity,
-    /// The highest malignancy probability of any view in the study.
-    pub malignancy: ExamMalignancy,
+    /// The denser assessed breast's density; absent when none was assessed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density: Option<ExamDensity>,
+    /// The highest malignancy probability of any assessed view; absent when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub malignancy: Option<ExamMalignancy>,
+    /// Views of the study that were not assessed (left out of every number).
+    pub not_assessable_views: usize,
 }
 
 impl From<exam::ExamSummary> for ExamSummary {
     fn from(e: exam::ExamSummary) -> Self {
         ExamSummary {
+            status: e.status().into(),
             study_instance_uid: e.study_instance_uid,
             breasts: e.breasts.into_iter().map(BreastSummary::from).collect(),
-            density: e.density.into(),
-            malignancy: e.malignancy.into(),
+            density: e.density.map(ExamDensity::from),
+            malignancy: e.malignancy.map(ExamMalignancy::from),
+            not_assessable_views: e.not_assessable_views,
         }
     }
 }
@@ -233,27 +312,40 @@ impl From<exam::ExamSummary> for ExamSummary {
 pub struct BreastSummary {
     /// `L`, `R`, or null for views without a laterality.
     pub laterality: Option<Laterality>,
-    /// The batch item ids of its views, in request order.
+    /// `not_assessable` when none of its views was assessed.
+    pub status: AssessmentStatus,
+    /// The batch item ids of its assessed views, in request order.
     pub views: Vec<ViewRef>,
-    pub density: ExamDensity,
-    pub malignancy: ExamMalignancy,
+    /// Its views that were not assessed, in request order.
+    pub not_assessable: Vec<ViewRef>,
+    /// Absent when no view of the breast was assessed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density: Option<ExamDensity>,
+    /// Absent when no view of the breast was assessed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub malignancy: Option<ExamMalignancy>,
 }
 
 impl From<exam::BreastSummary> for BreastSummary {
     fn from(b: exam::BreastSummary) -> Self {
+        let refs = |views: Vec<exam::ViewRef>| views.into_iter().map(ViewRef::from).collect();
         BreastSummary {
             laterality: b.laterality.map(Laterality::from),
-            views: b
-                .views
-                .into_iter()
-                .map(|v| ViewRef {
-                    id: v.id,
-                    sop_instance_uid: v.sop_instance_uid,
-                    view_position: v.view_position.map(|p| p.code().to_string()),
-                })
-                .collect(),
-            density: b.density.into(),
-            malignancy: b.malignancy.into(),
+            status: b.status().into(),
+            views: refs(b.views),
+            not_assessable: refs(b.not_assessable),
+            density: b.density.map(ExamDensity::from),
+            malignancy: b.malignancy.map(ExamMalignancy::from),
+        }
+    }
+}
+
+impl From<exam::ViewRef> for ViewRef {
+    fn from(v: exam::ViewRef) -> Self {
+        ViewRef {
+            id: v.id,
+            sop_instance_uid: v.sop_instance_uid,
+            view_position: v.view_position.map(|p| p.code().to_string()),
         }
     }
 }
@@ -415,10 +507,24 @@ pub struct ModelDescription {
     pub labels: Vec<String>,
     pub input: ModelInput,
     pub malignancy_threshold: f32,
+    /// `mammo.temperature`: logits are divided by it before the softmax (calibration).
+    pub temperature: f32,
+    /// The out-of-distribution detector; null for a model without one (every image is then
+    /// answered `assessed`, unchecked).
+    pub ood: Option<OodDescription>,
     /// ONNX Runtime execution provider in use.
     pub execution_provider: String,
     /// TensorRT FP16 on.
     pub fp16: bool,
+}
+
+/// How the model scores the distance of an image from its training data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OodDescription {
+    /// `mammo.ood_method`, e.g. `maha_early` (Mahalanobis distances of early-layer statistics).
+    pub method: String,
+    /// Scores above it are answered `not_assessable`.
+    pub threshold: f32,
 }
 
 /// The model's input and the preprocessing that produces it.
@@ -461,6 +567,11 @@ impl From<&ModelInfo> for ModelDescription {
                 steps: p.steps.names().into_iter().map(String::from).collect(),
             },
             malignancy_threshold: m.metadata.malignancy_threshold,
+            temperature: m.metadata.temperature,
+            ood: m.metadata.ood.as_ref().map(|o| OodDescription {
+                method: o.method.clone(),
+                threshold: o.threshold,
+            }),
             execution_provider: m.provider.clone(),
             fp16: m.fp16,
         }

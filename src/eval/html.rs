@@ -219,7 +219,7 @@ mod tests {
         // D2M is the top class, yet P(malignant) < 0.95: the right class, called benign.
         let mut logits = [0.0f32; 8];
         logits[3] = 3.0;
-        let prediction = interpret(&logits, &metadata).unwrap();
+        let prediction = interpret(&logits, None, &metadata).unwrap();
         assert_eq!(
             (prediction.class.code(), prediction.malignancy.call()),
             ("D2M", Pathology::Benign)

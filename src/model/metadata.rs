@@ -19,6 +19,19 @@ pub struct ModelMetadata {
     pub arch: String,
     /// `mammo.trained_on`: the data the weights were fitted to.
     pub trained_on: String,
+    /// `mammo.temperature`: the logits are divided by it before the softmax (calibration).
+    pub temperature: f32,
+    /// `mammo.ood_method` and `mammo.ood_threshold`, for a model with an `ood_score` output.
+    pub ood: Option<OodContract>,
+}
+
+/// How a model scores the distance of an image from its training data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OodContract {
+    /// `mammo.ood_method`, e.g. `maha_early`.
+    pub method: String,
+    /// `mammo.ood_threshold`: scores above it are not assessed.
+    pub threshold: f32,
 }
 
 /// A metadata property that is missing where it is required, or malformed.
@@ -53,6 +66,7 @@ impl ModelMetadata {
         let resize_text = optional("mammo.resize", "bilinear");
         let steps_text = optional("mammo.preprocess", "");
         let threshold_text = optional("mammo.malignancy_threshold", &DEFAULT_THRESHOLD.to_string());
+        let temperature_text = optional("mammo.temperature", "1");
         let version = optional("mammo.version", "unknown");
         let arch = optional("mammo.arch", "unknown");
         let trained_on = optional("mammo.trained_on", "unknown");
@@ -82,18 +96,22 @@ impl ModelMetadata {
                 "pad_square needs a square mammo.input_size",
             ));
         }
-        let malignancy_threshold: f32 = threshold_text
-            .trim()
-            .parse()
-            .ok()
-            .filter(|t: &f32| (0.0..=1.0).contains(t))
-            .ok_or_else(|| {
-                invalid(
-                    "mammo.malignancy_threshold",
-                    &threshold_text,
-                    "expected a number in [0, 1]",
-                )
-            })?;
+        let malignancy_threshold = parse_number(
+            "mammo.malignancy_threshold",
+            &threshold_text,
+            |t| (0.0..=1.0).contains(&t),
+            "expected a number in [0, 1]",
+        )?;
+        let temperature = parse_number(
+            "mammo.temperature",
+            &temperature_text,
+            |t| t > 0.0,
+            "expected a positive number",
+        )?;
+        let ood = parse_ood(
+            props.get("mammo.ood_method"),
+            props.get("mammo.ood_threshold"),
+        )?;
         let metadata = ModelMetadata {
             labels,
             preprocessing: Preprocessing {
@@ -108,6 +126,8 @@ impl ModelMetadata {
             version,
             arch,
             trained_on,
+            temperature,
+            ood,
         };
         Ok((metadata, defaults))
     }
@@ -118,6 +138,41 @@ fn invalid(key: &'static str, value: &str, why: &str) -> MetadataError {
         key,
         value: value.to_string(),
         why: why.to_string(),
+    }
+}
+
+/// A finite number that passes `valid`.
+fn parse_number(
+    key: &'static str,
+    text: &str,
+    valid: impl Fn(f32) -> bool,
+    expected: &str,
+) -> Result<f32, MetadataError> {
+    text.trim()
+        .parse::<f32>()
+        .ok()
+        .filter(|v| v.is_finite() && valid(*v))
+        .ok_or_else(|| invalid(key, text, expected))
+}
+
+/// The out-of-distribution contract: both properties or neither.
+fn parse_ood(
+    method: Option<&String>,
+    threshold: Option<&String>,
+) -> Result<Option<OodContract>, MetadataError> {
+    match (method, threshold) {
+        (None, None) => Ok(None),
+        (Some(method), Some(threshold)) => Ok(Some(OodContract {
+            method: method.trim().to_string(),
+            threshold: parse_number(
+                "mammo.ood_threshold",
+                threshold,
+                |_| true,
+                "expected a number",
+            )?,
+        })),
+        (Some(_), None) => Err(MetadataError::Missing("mammo.ood_threshold")),
+        (None, Some(_)) => Err(MetadataError::Missing("mammo.ood_method")),
     }
 }
 
@@ -196,6 +251,9 @@ mod tests {
             ("mammo.arch", "efficientnet_b0"),
             ("mammo.trained_on", "dphi"),
             ("mammo.preprocess", "crop_breast,pad_square"),
+            ("mammo.temperature", "1.5"),
+            ("mammo.ood_method", "maha_early"),
+            ("mammo.ood_threshold", "3.25"),
         ])
     }
 
@@ -209,6 +267,14 @@ mod tests {
         assert_eq!(m.malignancy_threshold, 0.31);
         assert_eq!(m.version, "1.2.0");
         assert_eq!(m.preprocessing.steps.names(), ["crop_breast", "pad_square"]);
+        assert_eq!(m.temperature, 1.5);
+        assert_eq!(
+            m.ood,
+            Some(OodContract {
+                method: "maha_early".into(),
+                threshold: 3.25
+            })
+        );
     }
 
     #[test]
@@ -229,15 +295,19 @@ mod tests {
         p.remove("mammo.malignancy_threshold");
         p.remove("mammo.version");
         p.remove("mammo.preprocess");
+        p.remove("mammo.temperature");
+        p.remove("mammo.ood_method");
+        p.remove("mammo.ood_threshold");
         let (m, defaults) = ModelMetadata::from_props(&p).unwrap();
         assert_eq!(m.malignancy_threshold, DEFAULT_THRESHOLD);
+        assert_eq!((m.temperature, m.ood), (1.0, None));
         assert_eq!(m.version, "unknown");
         assert_eq!(
             m.preprocessing.steps,
             FullField::default(),
             "no full-field steps"
         );
-        assert_eq!(defaults.len(), 3);
+        assert_eq!(defaults.len(), 4);
     }
 
     #[test]
@@ -257,12 +327,20 @@ mod tests {
             ("mammo.resize", "lanczos9"),
             ("mammo.malignancy_threshold", "1.5"),
             ("mammo.preprocess", "crop_breast,rotate"),
+            ("mammo.temperature", "0"),
+            ("mammo.ood_threshold", "high"),
         ] {
             let mut p = complete();
             p.insert(key.into(), bad.into());
             let err = ModelMetadata::from_props(&p).unwrap_err();
             assert!(err.to_string().contains(key), "{key}={bad}: {err}");
         }
+        let mut p = complete();
+        p.remove("mammo.ood_threshold");
+        assert_eq!(
+            ModelMetadata::from_props(&p).unwrap_err(),
+            MetadataError::Missing("mammo.ood_threshold")
+        );
         let mut p = complete();
         p.insert("mammo.input_size".into(), "256,192".into());
         let err = ModelMetadata::from_props(&p).unwrap_err();

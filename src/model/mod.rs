@@ -1,10 +1,12 @@
 //! Meaning of the model's outputs: the metadata contract, labels, softmax, marginals, threshold.
 
+pub mod assessment;
 pub mod exam;
 pub mod labels;
 pub mod metadata;
 pub mod postprocess;
 
+pub use assessment::{Assessment, Status};
 pub use labels::{ClassLabel, Density, Pathology};
 pub use metadata::ModelMetadata;
 pub use postprocess::{interpret, Malignancy, Prediction};

@@ -1,6 +1,7 @@
 //! From the model's outputs to its reading of one image: softmax, density and malignancy
 //! marginals, the operating threshold.
 
+use crate::model::assessment::Assessment;
 use crate::model::labels::{ClassLabel, Density, Pathology};
 use crate::model::metadata::ModelMetadata;
 
@@ -16,6 +17,8 @@ pub struct Prediction {
     /// The most probable density.
     pub density: Density,
     pub malignancy: Malignancy,
+    /// Whether the image lies inside what the model can read.
+    pub assessment: Assessment,
 }
 
 /// Benign or malignant at the model's operating threshold.
@@ -76,8 +79,9 @@ pub fn most_probable_density(probabilities: &[f32; 4]) -> Density {
     Density::from_index(argmax(probabilities))
 }
 
-/// Class probabilities in canonical order (D1B..D4M), whatever order the model emits them in.
-/// Errors when the model gave another number of logits than it has labels.
+/// Class probabilities in canonical order (D1B..D4M), whatever order the model emits them in,
+/// after dividing the logits by the model's temperature. Errors when the model gave another
+/// number of logits than it has labels.
 pub fn canonical_probabilities(
     logits: &[f32],
     metadata: &ModelMetadata,
@@ -89,7 +93,8 @@ pub fn canonical_probabilities(
             metadata.labels.len()
         ));
     }
-    let probs = softmax(logits);
+    let scaled: Vec<f32> = logits.iter().map(|l| l / metadata.temperature).collect();
+    let probs = softmax(&scaled);
     let mut canonical = [0.0; 8];
     for (label, p) in metadata.labels.iter().zip(probs) {
         canonical[label.index()] = p;
@@ -97,8 +102,12 @@ pub fn canonical_probabilities(
     Ok(canonical)
 }
 
-/// Interprets one image's logits under the model's metadata.
-pub fn interpret(logits: &[f32], metadata: &ModelMetadata) -> Result<Prediction, String> {
+/// Interprets one image's logits and out-of-distribution score under the model's metadata.
+pub fn interpret(
+    logits: &[f32],
+    ood_score: Option<f32>,
+    metadata: &ModelMetadata,
+) -> Result<Prediction, String> {
     let p = canonical_probabilities(logits, metadata)?;
     let density: [f64; 4] = std::array::from_fn(|d| p[2 * d] + p[2 * d + 1]);
     let malignant: f64 = (0..4).map(|d| p[2 * d + 1]).sum();
@@ -112,6 +121,7 @@ pub fn interpret(logits: &[f32], metadata: &ModelMetadata) -> Result<Prediction,
             probability: malignant as f32,
             threshold: metadata.malignancy_threshold,
         },
+        assessment: Assessment::of(ood_score, metadata.ood.as_ref()),
     })
 }
 
@@ -135,6 +145,8 @@ mod tests {
             version: "t".into(),
             arch: "t".into(),
             trained_on: "t".into(),
+            temperature: 1.0,
+            ood: None,
         }
     }
 
@@ -150,7 +162,7 @@ mod tests {
         // ln of the wanted probabilities: D2M 0.4, D2B 0.1, D3M 0.3, the rest 0.04 each.
         let want = [0.04, 0.04, 0.1, 0.4, 0.04, 0.3, 0.04, 0.04];
         let logits: [f32; 8] = want.map(|p: f64| p.ln() as f32);
-        let pred = interpret(&logits, &metadata(ClassLabel::ALL, 0.5)).unwrap();
+        let pred = interpret(&logits, None, &metadata(ClassLabel::ALL, 0.5)).unwrap();
         assert_eq!(pred.class.code(), "D2M");
         assert!((pred.class_confidence() - 0.4).abs() < 1e-6);
         assert_eq!(pred.density, Density::D2);
@@ -165,11 +177,25 @@ mod tests {
     #[test]
     fn threshold_decides_the_malignancy_label() {
         let logits = [0.0f32; 8]; // uniform: P(malignant) = 0.5
-        let at = interpret(&logits, &metadata(ClassLabel::ALL, 0.5)).unwrap();
+        let at = interpret(&logits, None, &metadata(ClassLabel::ALL, 0.5)).unwrap();
         assert_eq!(at.malignancy.call(), Pathology::Malignant);
-        let above = interpret(&logits, &metadata(ClassLabel::ALL, 0.6)).unwrap();
+        let above = interpret(&logits, None, &metadata(ClassLabel::ALL, 0.6)).unwrap();
         assert_eq!(above.malignancy.call(), Pathology::Benign);
         assert!((above.malignancy.confidence() - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn temperature_softens_the_probabilities() {
+        let mut logits = [0.0f32; 8];
+        logits[1] = 2.0;
+        let mut warm = metadata(ClassLabel::ALL, 0.5);
+        warm.temperature = 2.0;
+        let plain = interpret(&logits, None, &metadata(ClassLabel::ALL, 0.5)).unwrap();
+        let softened = interpret(&logits, None, &warm).unwrap();
+        // e^2 / (e^2 + 7) vs e^1 / (e^1 + 7).
+        let (e1, e2) = (1f64.exp(), 2f64.exp());
+        assert!((plain.class_confidence() as f64 - e2 / (e2 + 7.0)).abs() < 1e-6);
+        assert!((softened.class_confidence() as f64 - e1 / (e1 + 7.0)).abs() < 1e-6);
     }
 
     #[test]
@@ -178,11 +204,11 @@ mod tests {
         labels.reverse(); // output 0 is D4M
         let mut logits = [0.0f32; 8];
         logits[0] = 5.0;
-        let pred = interpret(&logits, &metadata(labels, 0.5)).unwrap();
+        let pred = interpret(&logits, None, &metadata(labels, 0.5)).unwrap();
         assert_eq!(pred.class.code(), "D4M");
         assert_eq!(pred.density, Density::D4);
         assert!(pred.class_probabilities[7] > 0.9);
-        assert!(interpret(&logits[..7], &metadata(labels, 0.5))
+        assert!(interpret(&logits[..7], None, &metadata(labels, 0.5))
             .unwrap_err()
             .contains("7 logits"));
     }

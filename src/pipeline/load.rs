@@ -52,6 +52,7 @@ pub fn load_onnx(
     for note in defaults {
         tracing::warn!("{note}");
     }
+    check_detector(model.has_ood_score, &metadata)?;
     let p = &metadata.preprocessing;
     let max_batch = options.engine.max_batch_size.max(1);
     let classes = model.warm_up((p.height, p.width), max_batch, options.warmup_runs)?;
@@ -88,4 +89,29 @@ fn file_sha256(path: &Path) -> Result<(String, u64), EngineError> {
     let size = std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;
     let digest = hasher.finalize();
     Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
+}
+
+/// The `ood_score` output and the `mammo.ood_*` properties come together. A model with
+/// neither (the contract before 2.2.0) still serves, every image assessed unchecked.
+fn check_detector(has_output: bool, metadata: &ModelMetadata) -> Result<(), EngineError> {
+    match (has_output, &metadata.ood) {
+        (true, Some(_)) => Ok(()),
+        (false, None) => {
+            tracing::warn!(
+                "the model has no `ood_score` output: images unlike its training data cannot be \
+                 told apart, and every answer is `assessed` without that check"
+            );
+            Ok(())
+        }
+        (true, None) => Err(EngineError::Startup(
+            "the model has an `ood_score` output but no mammo.ood_method / mammo.ood_threshold \
+             metadata to judge it by"
+                .into(),
+        )),
+        (false, Some(_)) => Err(EngineError::Startup(
+            "the model's metadata names an out-of-distribution threshold but the model has no \
+             `ood_score` output"
+                .into(),
+        )),
+    }
 }

@@ -141,8 +141,8 @@ impl Pipeline {
                     let out = outputs
                         .next()
                         .expect("the engine answers every image it ran");
-                    let prediction =
-                        interpret(&out.logits, metadata).map_err(PipelineError::Internal)?;
+                    let prediction = interpret(&out.logits, out.ood_score, metadata)
+                        .map_err(PipelineError::Internal)?;
                     Ok(Reading {
                         prediction,
                         dicom: p.dicom,

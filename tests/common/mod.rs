@@ -25,15 +25,17 @@ pub fn shipped_model() -> PathBuf {
     repo().join(mammo_serve::config::DEFAULT_MODEL)
 }
 
-/// The untrained test model that `make test-model` generates.
+/// The committed untrained test model (scripts/make_test_model.py): the contract without an
+/// out-of-distribution detector.
 pub fn test_model() -> PathBuf {
-    let path = repo().join("tests/.generated/untrained-test-model.onnx");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make test-model` (or `make test`)",
-        path.display()
-    );
-    path
+    repo().join("tests/fixtures/models/untrained.onnx")
+}
+
+/// The committed untrained test model with a stand-in detector: `ood_score` is the mean of the
+/// normalised input, above 0 not assessed (the fixture mammograms pass, an inverted one does
+/// not).
+pub fn ood_test_model() -> PathBuf {
+    repo().join("tests/fixtures/models/untrained-ood.onnx")
 }
 
 /// The ONNX Runtime library: ORT_DYLIB_PATH, else where `make setup` puts it.

@@ -1,16 +1,20 @@
 //! `POST /batch`: many mammograms, each answered on its own, with exam-level summaries of
 //! DICOM views.
 
-use super::{media_type, millis, rejected, timing, timing_headers, TimingHeaders};
+use super::{
+    count_assessments, media_type, millis, read_options, rejected, timing, timing_headers,
+    TimingHeaders,
+};
 use crate::api::dto::{
     BatchRequest, BatchResponse, BatchResult, BatchUpload, ExamSummary, ModelRef, PredictResponse,
-    Timing, NOTICE,
+    ReadOptions, Timing, NOTICE,
 };
 use crate::api::error::{ApiError, Problem};
 use crate::api::state::AppState;
 use crate::model::exam::{summarise, View};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::Json;
 use base64::Engine as _;
 use std::time::Instant;
@@ -24,8 +28,9 @@ use std::time::Instant;
         description = "Multipart with repeated `files` parts, or JSON `{items: [{id, image_base64}]}`.",
         content((BatchUpload = "multipart/form-data"), (BatchRequest = "application/json"))
     ),
+    params(ReadOptions),
     responses(
-        (status = 200, description = "One result per item, in request order: a prediction or that item's problem; for DICOM items also an exam-level summary per study and breast", body = BatchResponse, headers(
+        (status = 200, description = "One result per item, in request order: a prediction (with its assessment) or that item's problem; for DICOM items also an exam-level summary per study and breast of the assessed views", body = BatchResponse, headers(
             ("x-queue-time" = f64, description = "Milliseconds the longest-waiting item waited for the engine"),
             ("x-inference-time" = f64, description = "Milliseconds of the longest engine run among the items"),
             ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
@@ -40,9 +45,11 @@ use std::time::Instant;
 )]
 pub async fn batch(
     State(state): State<AppState>,
+    query: Result<Query<ReadOptions>, QueryRejection>,
     request: Request,
 ) -> Result<(TimingHeaders, Json<BatchResponse>), ApiError> {
     let started = Instant::now();
+    let options = read_options(query)?;
     let pipeline = state.pipeline()?.clone();
     let items = read_batch(request, &state).await?;
     if items.is_empty() {
@@ -84,6 +91,7 @@ pub async fn batch(
         .into_iter()
         .map(ExamSummary::from)
         .collect();
+    count_assessments(&state, outcomes.iter().filter_map(|o| o.as_ref().ok()));
     let model = pipeline.model();
     let results = ids
         .into_iter()
@@ -92,7 +100,12 @@ pub async fn batch(
             Ok(reading) => BatchResult {
                 id,
                 ok: true,
-                prediction: Some(PredictResponse::new(reading, model, timing_ms.clone())),
+                prediction: Some(PredictResponse::new(
+                    reading,
+                    model,
+                    timing_ms.clone(),
+                    options.include_unassessable,
+                )),
                 error: None,
             },
             Err(e) => BatchResult {

@@ -9,10 +9,12 @@ pub use batch::*;
 pub use predict::*;
 pub use status::*;
 
-use super::dto::Timing;
+use super::dto::{ReadOptions, Timing};
 use super::error::ApiError;
-use crate::pipeline::Readings;
-use axum::extract::Request;
+use super::state::AppState;
+use crate::pipeline::{Reading, Readings};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request};
 use axum::http::{header, StatusCode};
 use std::time::{Duration, Instant};
 
@@ -62,5 +64,22 @@ fn timing(readings: &Readings, started: Instant) -> Timing {
         queue: millis(readings.queue),
         inference: millis(readings.inference),
         total: millis(started.elapsed()),
+    }
+}
+
+/// The query's options, or 400 naming what was wrong with them.
+fn read_options(
+    query: Result<Query<ReadOptions>, QueryRejection>,
+) -> Result<ReadOptions, ApiError> {
+    query
+        .map(|Query(options)| options)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
+}
+
+/// Counts each reading's assessment in the metrics.
+fn count_assessments<'a>(state: &AppState, readings: impl IntoIterator<Item = &'a Reading>) {
+    let metrics = state.metrics();
+    for reading in readings {
+        metrics.assessed(reading.prediction.assessment.status.name());
     }
 }

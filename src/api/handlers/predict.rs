@@ -1,11 +1,14 @@
 //! `POST /predict`: one mammogram.
 
-use super::{media_type, rejected, timing, timing_headers, TimingHeaders};
-use crate::api::dto::{PredictResponse, PredictUpload};
+use super::{
+    count_assessments, media_type, read_options, rejected, timing, timing_headers, TimingHeaders,
+};
+use crate::api::dto::{PredictResponse, PredictUpload, ReadOptions};
 use crate::api::error::{ApiError, Problem};
 use crate::api::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::Json;
 use std::time::Instant;
 
@@ -26,8 +29,9 @@ const RAW_IMAGE_TYPES: [&str; 4] = [
         description = "The image itself (JPEG, PNG or DICOM Part 10 MG; the format is read from the bytes), or a multipart form with the image in field `file`.",
         content(([u8] = "image/jpeg"), ([u8] = "image/png"), ([u8] = "application/dicom"), ([u8] = "application/octet-stream"), (PredictUpload = "multipart/form-data"))
     ),
+    params(ReadOptions),
     responses(
-        (status = 200, description = "Density, malignancy and 8-class probabilities", body = PredictResponse, headers(
+        (status = 200, description = "Density, malignancy and 8-class probabilities with the assessment; an image unlike the training data is answered 200 with `assessment.status` `not_assessable` and without labels", body = PredictResponse, headers(
             ("x-queue-time" = f64, description = "Milliseconds the image waited for the engine"),
             ("x-inference-time" = f64, description = "Milliseconds of the engine run (the whole dynamic batch it was part of)"),
             ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
@@ -42,9 +46,11 @@ const RAW_IMAGE_TYPES: [&str; 4] = [
 )]
 pub async fn predict(
     State(state): State<AppState>,
+    query: Result<Query<ReadOptions>, QueryRejection>,
     request: Request,
 ) -> Result<(TimingHeaders, Json<PredictResponse>), ApiError> {
     let started = Instant::now();
+    let options = read_options(query)?;
     let pipeline = state.pipeline()?.clone();
     let bytes = read_single_image(request, &state).await?;
     let mut readings = pipeline
@@ -52,10 +58,15 @@ pub async fn predict(
         .await?;
     let timing = timing(&readings, started);
     let reading = readings.images.remove(0)?;
-    Ok((
-        timing_headers(&timing),
-        Json(PredictResponse::new(reading, pipeline.model(), timing)),
-    ))
+    count_assessments(&state, [&reading]);
+    let headers = timing_headers(&timing);
+    let answer = PredictResponse::new(
+        reading,
+        pipeline.model(),
+        timing,
+        options.include_unassessable,
+    );
+    Ok((headers, Json(answer)))
 }
 
 async fn read_single_image(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
