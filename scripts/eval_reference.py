@@ -7,8 +7,10 @@ Run with the training venv (it has scikit-learn): .venv-train/bin/python scripts
 import json
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix,
-                             precision_recall_fscore_support, roc_auc_score, roc_curve)
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, brier_score_loss,
+                             cohen_kappa_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score,
+                             roc_curve)
 
 rng = np.random.default_rng(20261127)
 n, k = 300, 8
@@ -37,6 +39,12 @@ for lo, hi in zip(edges[:-1], edges[1:]):
     if m.any():
         ece += m.mean() * abs(correct[m].mean() - confidence[m].mean())
 precision, recall, f1, support = precision_recall_fscore_support(truth, pred, labels=range(k), zero_division=0)
+# Binary ECE of P(malignant) over 15 equal-width bins: scikit-learn's calibration curve (the
+# same bins, empty ones dropped), weighted by each bin's share of images.
+share_positive, mean_p = calibration_curve(positive, malignant_p, n_bins=15, strategy="uniform")
+bin_of = np.searchsorted(np.linspace(0, 1, 16)[1:-1], malignant_p)
+counts = np.bincount(bin_of, minlength=15)
+binary_ece = float(np.sum(counts[counts > 0] / n * np.abs(share_positive - mean_p)))
 
 reference = {
     "inputs": {"truth": truth.tolist(), "probabilities": probs.tolist(), "groups": groups.tolist(), "threshold": threshold},
@@ -52,6 +60,9 @@ reference = {
     "density_accuracy": accuracy_score(density_true, density_pred),
     "density_kappa_linear": cohen_kappa_score(density_true, density_pred, weights="linear", labels=range(4)),
     "ece_10_bins": ece,
+    "binary_ece_15_bins": binary_ece,
+    "brier": brier_score_loss(positive, malignant_p),
+    "average_precision": average_precision_score(positive, malignant_p),
 }
 with open("tests/fixtures/eval_reference.json", "w") as f:
     json.dump(reference, f, indent=1, default=float)

@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
 
 #[tokio::test]
 async fn undecodable_bodies_are_400() {
@@ -124,7 +123,17 @@ async fn concurrency_over_the_limit_is_429_then_recovers() {
     let image = fixture("d3b_Image_1.jpg");
     // Hold the only slot with a request whose body is still uploading.
     let held = start_upload(server.addr, "/predict", "image/jpeg", &image, 100).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight: the held request and the scrape that counts it.
+    while !server
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("mammo_http_requests_in_flight 2\n")
+    {
+        tokio::task::yield_now().await;
+    }
     let response = server.post_image(image.clone(), "image/jpeg").await;
     assert_eq!(
         response

@@ -96,4 +96,15 @@ fn metrics_agree_with_scikit_learn() {
         expected_calibration_error(&confidence, &correct, 10),
         &r["ece_10_bins"],
     );
+    close(
+        "binary_ece",
+        expected_calibration_error(&malignant_p, &positive, 15),
+        &r["binary_ece_15_bins"],
+    );
+    close("brier", brier(&malignant_p, &positive), &r["brier"]);
+    close(
+        "average_precision",
+        average_precision(&malignant_p, &positive).unwrap(),
+        &r["average_precision"],
+    );
 }

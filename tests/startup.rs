@@ -161,19 +161,40 @@ impl Running {
 
     /// Waits for a log line whose message contains `text`.
     fn wait_for(&mut self, text: &str) -> Value {
+        self.wait_for_count(text, 1)
+    }
+
+    /// Waits for the `n`th log line (counting from the start) whose message contains `text`.
+    fn wait_for_count(&mut self, text: &str, n: usize) -> Value {
+        let matches = |line: &Value| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(line) = self.logs.recv_timeout(Duration::from_millis(100)) {
                 self.seen.push(line.clone());
-                if line["fields"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains(text))
-                {
+                if matches(&line) && self.seen.iter().filter(|l| matches(l)).count() >= n {
                     return line;
                 }
             }
         }
-        panic!("no log line with {text:?}; saw {:?}", self.seen);
+        panic!("no log line {n} with {text:?}; saw {:?}", self.seen);
+    }
+
+    /// Waits (at most 20 s) for the process to exit.
+    fn exit(&mut self) -> std::process::ExitStatus {
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            let child = &mut self.child;
+            scope.spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("the process exits")
+                .unwrap()
+        })
     }
 }
 
@@ -185,7 +206,8 @@ impl Drop for Running {
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
-    let mut server = Running::start(&[]);
+    // Request events at debug level, so that the test sees the request in flight.
+    let mut server = Running::start(&["--log", "info,ort=warn,tower_http=debug"]);
     let listening = server.wait_for("listening");
     let addr: std::net::SocketAddr = listening["fields"]["address"]
         .as_str()
@@ -196,7 +218,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
 
     let image = fixture("d3b_Image_1.jpg");
     let in_flight = start_upload(addr, "/predict", "image/jpeg", &image, 200).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for("started processing request");
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -206,14 +228,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
 
     let (status, body) = finish_upload(in_flight, &image[200..]).await;
     assert_eq!(status, 200, "the in-flight request completes: {body}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = server.exit();
     assert!(exit.success(), "{exit:?}");
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
@@ -264,8 +279,7 @@ async fn dicom_patient_attributes_never_reach_the_logs_even_at_trace_level() {
             .unwrap();
         assert!(response.status().as_u16() < 500, "{name}");
     }
-    server.wait_for("finished processing request");
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for_count("finished processing request", 3);
     while let Ok(line) = server.logs.try_recv() {
         server.seen.push(line);
     }

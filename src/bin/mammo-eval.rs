@@ -9,7 +9,7 @@ use mammo_serve::engine::onnx::{self, Device, GpuOptions, SessionOptions, DEFAUL
 use mammo_serve::engine::{EngineOptions, Unobserved};
 use mammo_serve::eval::audit::{self, Unreadable};
 use mammo_serve::eval::dataset::{self, Item};
-use mammo_serve::eval::report::{AuditSection, Evaluation, ModelSection};
+use mammo_serve::eval::report::{AssessmentCounts, AuditSection, Evaluation, ModelSection};
 use mammo_serve::eval::{html, inference, report};
 use mammo_serve::imaging::DecodeLimits;
 use mammo_serve::pipeline::{self, Admission, OnnxOptions, Pipeline};
@@ -252,7 +252,9 @@ fn evaluate(
     let info = pipeline.model().clone();
     let (outcomes, rate) = infer(&pipeline, &items, run);
     let (rows, failed) = report::rows(&items, &outcomes, families.as_ref());
-    let metrics = report::metrics(&rows, f64::from(info.metadata.malignancy_threshold));
+    let threshold = f64::from(info.metadata.malignancy_threshold);
+    let metrics = report::metrics(&rows, threshold);
+    let metrics_assessed_only = report::metrics_assessed_only(&rows, threshold);
     report::write_predictions(&out.join("predictions.csv"), &rows)?;
     let unreadable: Vec<Unreadable> = failed
         .into_iter()
@@ -280,7 +282,9 @@ fn evaluate(
         unreadable,
         images_per_second: rate,
         audit: audit_section,
+        assessment: AssessmentCounts::of(&rows),
         metrics,
+        metrics_assessed_only,
     };
     std::fs::write(
         out.join("metrics.json"),
@@ -329,8 +333,24 @@ fn print_summary(f: &Evaluation) {
             f.audit.duplicates.groups, f.audit.duplicates.extra_copies
         );
     }
+    let a = &f.assessment;
     println!(
-        "8-class accuracy {:.3}, balanced accuracy {:.3}",
+        "assessed {}, not assessable {} ({:.1}%)",
+        a.assessed,
+        a.not_assessable,
+        100.0 * a.not_assessable_share
+    );
+    if let Some(only) = &f.metrics_assessed_only {
+        println!(
+            "on the assessed images alone: 8-class accuracy {:.3}, malignancy AUC {}",
+            only.accuracy,
+            only.malignancy
+                .auc
+                .map_or("n/a".into(), |v| format!("{v:.3}"))
+        );
+    }
+    println!(
+        "all images: 8-class accuracy {:.3}, balanced accuracy {:.3}",
         m.accuracy, m.balanced_accuracy
     );
     let auc = m.malignancy.auc.map_or("n/a".into(), |a| format!("{a:.3}"));
@@ -348,6 +368,14 @@ fn print_summary(f: &Evaluation) {
     println!(
         "density accuracy {:.3}, linear-weighted kappa {:.3}; ECE {:.3}",
         m.density.accuracy, m.density.kappa_linear, m.expected_calibration_error
+    );
+    println!(
+        "P(malignant): binary ECE {:.3} (15 bins), Brier {:.3}, average precision {}",
+        m.malignancy.binary_ece,
+        m.malignancy.brier,
+        m.malignancy
+            .average_precision
+            .map_or("n/a".into(), |a| format!("{a:.3}"))
     );
 }
 

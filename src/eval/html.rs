@@ -108,6 +108,14 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
         "<li>exact duplicates (same decoded pixels): {} groups, {} extra copies</li>",
         d.groups, d.extra_copies
     );
+    let a = &e.assessment;
+    let _ = write!(
+        h,
+        "<li>assessed {}, not assessable (unlike the training data) {} ({:.1}%); the metrics below include both</li>",
+        a.assessed,
+        a.not_assessable,
+        100.0 * a.not_assessable_share
+    );
     for u in &e.unreadable {
         let _ = write!(
             h,
@@ -146,8 +154,19 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
             format!("{:.3}", m.density.kappa_linear),
         ),
         (
-            "expected calibration error",
+            "expected calibration error (8 classes, top class)",
             format!("{:.3}", m.expected_calibration_error),
+        ),
+        (
+            "P(malignant): binary ECE (15 bins) / Brier / average precision",
+            format!(
+                "{:.3} / {:.3} / {}",
+                m.malignancy.binary_ece,
+                m.malignancy.brier,
+                m.malignancy
+                    .average_precision
+                    .map_or("n/a".into(), |a| format!("{a:.3}"))
+            ),
         ),
     ] {
         let _ = write!(h, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
@@ -176,6 +195,20 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
     h.push_str(&plots::reliability(
         &m.reliability,
         m.expected_calibration_error,
+        "Reliability, 8 classes",
+        "confidence (top class)",
+        "accuracy",
+    ));
+    h.push_str(&plots::reliability(
+        &m.malignancy.reliability,
+        m.malignancy.binary_ece,
+        "Reliability of P(malignant)",
+        "P(malignant)",
+        "share malignant",
+    ));
+    h.push_str(&plots::precision_recall(
+        &m.malignancy.precision_recall,
+        m.malignancy.average_precision,
     ));
     h.push_str("</div><h2>Examples</h2><p>Malignant cases called benign first (red), then other errors, then correct answers.</p><div class=\"sheet\">");
     for row in examples(rows) {

@@ -214,6 +214,58 @@ pub fn reliability(confidence: &[f64], correct: &[bool], bins: usize) -> Vec<Rel
         .collect()
 }
 
+/// Brier score: the mean squared difference between P(positive) and the outcome (0 or 1).
+pub fn brier(scores: &[f64], positive: &[bool]) -> f64 {
+    let total: f64 = scores
+        .iter()
+        .zip(positive)
+        .map(|(&s, &p)| (s - f64::from(u8::from(p))).powi(2))
+        .sum();
+    total / scores.len().max(1) as f64
+}
+
+/// Precision–recall points (recall, precision, threshold), one per distinct score from the
+/// highest down: everything scoring at least the threshold is called positive.
+pub fn precision_recall_curve(scores: &[f64], positive: &[bool]) -> Vec<(f64, f64, f64)> {
+    let positives = positive.iter().filter(|&&p| p).count();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut called, mut points) = (0usize, 0usize, Vec::new());
+    for (k, &i) in order.iter().enumerate() {
+        tp += usize::from(positive[i]);
+        called += 1;
+        let last_of_tie = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
+        if last_of_tie && positives > 0 {
+            points.push((
+                tp as f64 / positives as f64,
+                tp as f64 / called as f64,
+                scores[i],
+            ));
+        }
+    }
+    points
+}
+
+/// Average precision, as scikit-learn computes it: the precision at each threshold weighted
+/// by the recall it adds (no interpolation). `None` without positives.
+pub fn average_precision(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    let curve = precision_recall_curve(scores, positive);
+    if curve.is_empty() {
+        return None;
+    }
+    let mut previous = 0.0;
+    Some(
+        curve
+            .iter()
+            .map(|&(recall, precision, _)| {
+                let gained = recall - previous;
+                previous = recall;
+                gained * precision
+            })
+            .sum(),
+    )
+}
+
 /// A small, seedable generator (SplitMix64), so bootstrap intervals are reproducible.
 struct SplitMix64(u64);
 

@@ -163,11 +163,30 @@ pub fn roc(
     })
 }
 
-/// Reliability diagram: accuracy against mean confidence per bin, with the diagonal.
-pub fn reliability(bins: &[ReliabilityBin], ece: f64) -> String {
+/// The malignancy precision–recall curve.
+pub fn precision_recall(points: &[(f64, f64, f64)], average_precision: Option<f64>) -> String {
     svg(420, 400, |area| {
-        let caption = format!("Reliability (ECE {ece:.3})");
-        let mut chart = unit_square(&area, caption, "confidence (top class)", "accuracy")?;
+        let caption = format!(
+            "Malignancy precision–recall (AP {})",
+            average_precision.map_or("n/a".into(), |a| format!("{a:.3}"))
+        );
+        let mut chart = unit_square(&area, caption, "recall (sensitivity)", "precision")?;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|&(r, p, _)| (r, p)),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+/// Reliability diagram: the outcome rate against the mean predicted probability per bin,
+/// with the diagonal; `x` and `y` name the two (e.g. the top class's confidence and accuracy).
+pub fn reliability(bins: &[ReliabilityBin], ece: f64, title: &str, x: &str, y: &str) -> String {
+    svg(420, 400, |area| {
+        let caption = format!("{title} (ECE {ece:.3})");
+        let mut chart = unit_square(&area, caption, x, y)?;
         chart
             .draw_series(bins.iter().map(|b| {
                 Rectangle::new(

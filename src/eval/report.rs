@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// Bootstrap resamples for the AUC interval.
 const BOOTSTRAP_ROUNDS: usize = 2000;
+/// Bins of the reliability of P(malignant) (and of its ECE).
+const CALIBRATION_BINS: usize = 15;
 
 /// One evaluated image.
 #[derive(Debug, Clone)]
@@ -86,7 +88,48 @@ pub struct Evaluation {
     pub unreadable: Vec<Unreadable>,
     pub images_per_second: f64,
     pub audit: AuditSection,
+    pub assessment: AssessmentCounts,
+    /// Every labelled image, assessed or not (the model's reading as `include_unassessable`
+    /// gives it).
     pub metrics: Metrics,
+    /// The labelled images the server would answer with labels; `None` when none was
+    /// assessed or none was declined (then `metrics` says it all).
+    pub metrics_assessed_only: Option<Metrics>,
+}
+
+/// How many evaluated images the model assessed and declined.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AssessmentCounts {
+    pub assessed: usize,
+    pub not_assessable: usize,
+    /// Share of evaluated images not assessed.
+    pub not_assessable_share: f64,
+}
+
+impl AssessmentCounts {
+    pub fn of(rows: &[Row]) -> Self {
+        let assessed = rows
+            .iter()
+            .filter(|r| r.prediction.assessment.is_assessed())
+            .count();
+        let not_assessable = rows.len() - assessed;
+        AssessmentCounts {
+            assessed,
+            not_assessable,
+            not_assessable_share: not_assessable as f64 / rows.len().max(1) as f64,
+        }
+    }
+}
+
+/// The metrics of the assessed rows alone, when that is a strict, non-empty part of them.
+pub fn metrics_assessed_only(rows: &[Row], threshold: f64) -> Option<Metrics> {
+    let assessed: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.prediction.assessment.is_assessed() && r.truth.is_some())
+        .cloned()
+        .collect();
+    let labelled = rows.iter().filter(|r| r.truth.is_some()).count();
+    (!assessed.is_empty() && assessed.len() < labelled).then(|| metrics(&assessed, threshold))
 }
 
 /// Per-class scores.
@@ -128,6 +171,16 @@ pub struct MalignancyMetrics {
     pub confusion: Matrix,
     /// ROC points (false-positive rate, true-positive rate, threshold).
     pub roc: Vec<(f64, f64, f64)>,
+    /// Expected calibration error of P(malignant), the number the API thresholds
+    /// (`CALIBRATION_BINS` equal-width bins).
+    pub binary_ece: f64,
+    /// Mean squared difference between P(malignant) and the outcome.
+    pub brier: f64,
+    /// Reliability of P(malignant): share malignant against mean probability per bin.
+    pub reliability: Vec<ReliabilityBin>,
+    pub average_precision: Option<f64>,
+    /// Precision–recall points (recall, precision, threshold).
+    pub precision_recall: Vec<(f64, f64, f64)>,
 }
 
 /// Every metric of a labelled evaluation.
@@ -235,6 +288,15 @@ pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
                 .into_iter()
                 .map(|(f, t, th)| (f, t, if th.is_finite() { th } else { 1.0 }))
                 .collect(),
+            binary_ece: metrics::expected_calibration_error(
+                &malignant_p,
+                &positive,
+                CALIBRATION_BINS,
+            ),
+            brier: metrics::brier(&malignant_p, &positive),
+            reliability: metrics::reliability(&malignant_p, &positive, CALIBRATION_BINS),
+            average_precision: metrics::average_precision(&malignant_p, &positive),
+            precision_recall: metrics::precision_recall_curve(&malignant_p, &positive),
         },
         expected_calibration_error: metrics::expected_calibration_error(&confidence, &correct, 10),
         reliability: metrics::reliability(&confidence, &correct, 10),
@@ -269,6 +331,8 @@ pub fn write_predictions(path: &Path, rows: &[Row]) -> Result<(), csv::Error> {
         "malignancy_probability",
         "malignancy",
         "confidence",
+        "assessment",
+        "ood_score",
     ];
     let probability_columns: Vec<String> = ClassLabel::ALL
         .iter()
@@ -287,6 +351,10 @@ pub fn write_predictions(path: &Path, rows: &[Row]) -> Result<(), csv::Error> {
             format!("{:.6}", p.malignancy.probability),
             p.malignancy.call().name().to_string(),
             format!("{:.6}", p.class_confidence()),
+            p.assessment.status.name().to_string(),
+            p.assessment
+                .ood_score
+                .map_or(String::new(), |s| format!("{s:.6}")),
         ];
         record.extend(r.probabilities().iter().map(|v| format!("{v:.6}")));
         out.write_record(&record)?;

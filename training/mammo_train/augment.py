@@ -22,10 +22,10 @@ ZOOM = (0.85, 1.2)  # scale of the image about the centre (> 1 enlarges the brea
 SHIFT = 0.06  # translation, as a share of the side
 RESOLUTION = (0.35, 0.9)  # down-sampling factor before up-sampling back (detector pitch, processing)
 BLUR_SIGMA = (0.4, 1.5)  # pixels
-WINDOW_LOW = (-0.05, 0.1)  # grey mapped to 0 (window centre and width jitter)
-WINDOW_HIGH = (0.85, 1.1)  # grey mapped to 1
-GAMMA = (0.65, 1.5)  # drawn log-uniformly
-BACKGROUND = (0.0, 0.08)  # level the black of the detector is lifted to
+WINDOW_LOW = (-0.03, 0.06)  # grey mapped to 0 (window centre and width jitter)
+WINDOW_HIGH = (0.9, 1.05)  # grey mapped to 1
+GAMMA = (0.75, 1.33)  # drawn log-uniformly
+BACKGROUND = (0.0, 0.06)  # level the black of the detector is lifted to
 NOISE_SIGMA = (0.005, 0.035)  # detector noise, grey levels
 
 

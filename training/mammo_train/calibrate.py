@@ -98,9 +98,10 @@ def main() -> None:
         raise SystemExit("calibration needs a run with a held-out fold and a separate validation fold")
     steps = [s for s in summary["preprocess"].split(",") if s]
     samples, _ = dedupe(read_dataset(Path(summary["data"])))
-    _, folds = read_split(Path(summary["split"]))
-    train = [s for s in samples if folds[s.name] not in (held_out, validation)]
-    val = [s for s in samples if folds[s.name] == validation]
+    family, folds = read_split(Path(summary["split"]))
+    validating = set(fold["validation_families"])
+    train = [s for s in samples if folds[s.name] != held_out and family[s.name] not in validating]
+    val = [s for s in samples if family[s.name] in validating]
     print(f"training folds: {len(train)} images; validation fold {validation}: {len(val)}", file=sys.stderr)
 
     net = build(summary["init"], weights=args.run / "model.pt").eval()
@@ -138,10 +139,13 @@ def main() -> None:
     method = max(exportable, key=lambda m: (round(worst[m], 4), mean[m]))
     ood_threshold = float(np.quantile(in_scores[method], 1 - FLAG_RATE))
     score = ood.OodScore.fitted(detectors, ood.taps_of(method))
+    in_graph = score({t: torch.from_numpy(val_f[t]).float() for t in score.taps}).numpy()
+    if not np.allclose(in_graph, in_scores[method], rtol=1e-3, atol=1e-3):
+        raise SystemExit(f"the graph's {method} disagrees with the fitted detector")
     torch.save({"method": method, "parameters": score.parameters_by_tap()}, args.run / "ood.pt")
     calibration = {
-        "fitted_on": f"validation fold {validation} of {summary['split']} ({len(val)} images); "
-                     f"Gaussians on folds other than {held_out} and {validation} ({len(train)} images)",
+        "fitted_on": f"validation families ({summary['inner_share']:.0%} of fold {validation}) of {summary['split']} ({len(val)} images); "
+                     f"Gaussians on the training images ({len(train)}: not fold {held_out}, not validation)",
         "temperature": t,
         "malignancy_threshold": threshold,
         "target_sensitivity": TARGET_SENSITIVITY,

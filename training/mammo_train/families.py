@@ -89,6 +89,23 @@ def write_csv(path: Path, header: list[str], rows) -> None:
         writer.writerows(rows)
 
 
+def validation_families(samples: list[Sample], family: dict[str, int], fold: dict[str, int],
+                        inner: int, share: float, seed: int) -> set[int]:
+    """A share of fold `inner`'s families, drawn per class (so that every class keeps some),
+    for early stopping and calibration; the rest of the fold trains."""
+    by_class: dict[str, set[int]] = collections.defaultdict(set)
+    for s in samples:
+        if fold[s.name] == inner:
+            by_class[s.label].add(family[s.name])
+    rng = np.random.default_rng(seed)
+    chosen = set()
+    for label in sorted(by_class):
+        members = sorted(by_class[label])
+        k = max(1, round(share * len(members)))
+        chosen.update(int(f) for f in rng.permutation(members)[:k])
+    return chosen
+
+
 def read_split(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     """(family, fold) maps by file name from a split.csv."""
     rows = list(csv.DictReader(open(path, newline="")))

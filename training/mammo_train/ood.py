@@ -6,11 +6,12 @@ A score is higher for images less like the training data. The candidates:
 - `energy`: -T * logsumexp(logits / T);
 - `maha_penultimate`: Mahalanobis distance of the pooled 1280-d penultimate features to the
   nearest class mean, with one covariance shared by the classes (Ledoit-Wolf shrinkage);
-- `maha_<tap>`: Mahalanobis distance to one Gaussian (Ledoit-Wolf) of the per-channel mean and
-  standard deviation of a layer's output over the image: `input` (the grey image's mean, spread
-  and cumulative histogram), `stage1`..`stage6` (the network's stages, early to late);
-- `maha_early` and `maha_stages`: the sum over several taps of each tap's distance divided by
-  its dimension (each then counts about 1 for an image like the training data).
+- `maha_<tap>`: squared Mahalanobis distance to one Gaussian (Ledoit-Wolf) of the per-channel
+  mean and standard deviation of a layer's output over the image, divided by its dimension (so
+  about 1 for an image like the training data): `input` (the grey image's mean, spread and
+  cumulative histogram), `stage1`..`stage6` (the network's stages, early to late);
+- `maha_early` and `maha_stages`: the sum of those over several taps.
+The graph (`OodScore`) computes exactly these Mahalanobis scores; calibrate checks that it does.
 
 Early layers see texture, noise, sharpness and grey curve: what changes between sites and
 detectors, and what a classifier learns to ignore. The Gaussians are fitted on the training
@@ -142,9 +143,7 @@ class Detectors:
             return -self.temperature * logsumexp(z)
         if method == "maha_penultimate":
             return self.penultimate.distance(f["penultimate"])
-        if method in COMBINED:
-            return sum(self.taps[t].distance(f[t]) / self.taps[t].dim for t in COMBINED[method])
-        return self.taps[method.removeprefix("maha_")].distance(f[method.removeprefix("maha_")])
+        return sum(self.taps[t].distance(f[t]) / self.taps[t].dim for t in taps_of(method))
 
 
 class OodScore(nn.Module):

@@ -3,9 +3,10 @@
 python -m mammo_train.train --data DATASET --out runs/v2.2.0     # the shipped model's recipe
 
 The defaults are the shipped model's protocol: fold 0 of splits/split.csv is the reported fold
-and is not even loaded; fold 1 is the inner validation fold (early stopping here; temperature,
-threshold and out-of-distribution fit in `mammo_train.calibrate`); folds 2-4 train. Then
-`mammo_train.calibrate RUN` and `mammo_train.export --run RUN`.
+and is not even loaded; half of fold 1's families (drawn per class, --inner-share) are the inner
+validation set (early stopping here; temperature, threshold and out-of-distribution fit in
+`mammo_train.calibrate`); the other half and folds 2-4 train. Then `mammo_train.calibrate RUN`
+and `mammo_train.export --run RUN`.
 
 --fold K --inner none trains on every fold but K and validates on fold K; --fold all does that
 for every fold and writes out-of-fold predictions (oof.csv) for the report; --fold none trains on
@@ -33,7 +34,7 @@ from torch import nn
 
 from .augment import AUGMENTATIONS
 from .data import dedupe, read_dataset
-from .families import read_split
+from .families import read_split, validation_families
 from .labels import CLASSES, class_index
 from .models import INITS, MEAN, STD, build, split_at
 from .preprocess import STEPS, model_grey, parse_steps, read_grey
@@ -234,6 +235,8 @@ def main() -> None:
                         help="held-out fold K (never trained on), all (cross-validation), or none (train on everything)")
     parser.add_argument("--inner", default=1, type=parse_fold,
                         help="the validation fold for --fold K (none: validate on K itself)")
+    parser.add_argument("--inner-share", type=float, default=0.5,
+                        help="share of the --inner fold's families that validate (per class); the rest train")
     parser.add_argument("--leaky", action="store_true", help="random 80/20 file split instead of family folds")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--patience", type=int, default=3)
@@ -285,15 +288,23 @@ def main() -> None:
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         _, suffix = split_at(model, args.trainable)
-        train_idx = [i for i, s in enumerate(samples) if held_out is None or fold[s.name] not in (held_out, validation)]
-        val_idx = [i for i, s in enumerate(samples) if validation is not None and fold[s.name] == validation]
+        if validation is not None and validation != held_out:  # an inner split of the training folds
+            validating = validation_families(samples, family, fold, validation, args.inner_share, args.seed)
+            val_idx = [i for i, s in enumerate(samples) if family[s.name] in validating]
+            train_idx = [i for i, s in enumerate(samples)
+                         if fold[s.name] != held_out and family[s.name] not in validating]
+        else:  # the held-out fold validates (cross-validation, --leaky), or nothing does
+            val_idx = [i for i, s in enumerate(samples) if validation is not None and fold[s.name] == validation]
+            train_idx = [i for i, s in enumerate(samples) if held_out is None or fold[s.name] != held_out]
+            validating = {family[samples[i].name] for i in val_idx}
         print(f"held-out fold {held_out}, validation fold {validation}: "
               f"{len(train_idx)} train / {len(val_idx)} validation images", file=sys.stderr)
         out = args.out / (f"fold{held_out}" if held_out is not None else "final")
         out.mkdir(parents=True, exist_ok=True)
         val = (x[val_idx], y[val_idx]) if val_idx else None
         state = fit(suffix, x[train_idx], y[train_idx], val, args, out)
-        summary.append({"fold": held_out, "validation_fold": validation, "best_epoch": state.get("best_epoch"),
+        summary.append({"fold": held_out, "validation_fold": validation, "validation_families": sorted(validating),
+                        "best_epoch": state.get("best_epoch"),
                         "best_val_loss": state["best_loss"], "epochs_run": state["epoch"],
                         "train_images": len(train_idx), "validation_images": len(val_idx),
                         "seconds": sum(h["seconds"] for h in state["history"])})
@@ -309,7 +320,7 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(
         {"init": args.init, "trainable": args.trainable, "leaky": args.leaky, "augment": args.augment,
          "preprocess": ",".join(args.preprocess), "data": str(args.data.resolve()), "split": str(args.split.resolve()),
-         "lr": args.lr, "epochs": args.epochs, "patience": args.patience, "seed": args.seed, "device": args.device,
+         "lr": args.lr, "inner_share": args.inner_share, "epochs": args.epochs, "patience": args.patience, "seed": args.seed, "device": args.device,
          "folds": summary, "total_seconds": time.time() - started}, indent=2))
     if oof:
         with open(args.out / "oof.csv", "w", newline="") as f:
