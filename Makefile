@@ -6,7 +6,7 @@ TEST_MODELS := tests/fixtures/models
 HADOLINT := $(VENV)/bin/hadolint
 ARGS ?=
 
-.PHONY: setup serve test test-model lint openapi fixtures train-setup train-test
+.PHONY: setup serve check test test-model lint openapi fixtures train-setup train-test
 
 ## Install ONNX Runtime 1.31.1 (PyPI wheel) into .ort/ (git-ignored).
 setup:
@@ -22,11 +22,14 @@ test-model: setup
 	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODELS)/untrained.onnx
 	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODELS)/untrained-ood.onnx --ood
 
-## Every check: formatting, clippy, unit and integration tests, Dockerfile lint, training tests.
-test: setup lint train-test
+## The inner loop: formatting, clippy, the Rust unit and integration tests (needs only `make setup`).
+check: setup
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test
+
+## Every check: the inner loop, Dockerfile lint, training tests.
+test: check lint train-test
 
 ## The training venv (torch, ~5 GB) from training/requirements.txt.
 train-setup:

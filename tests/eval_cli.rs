@@ -200,8 +200,16 @@ fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
     assert!(html.contains("unreadable: broken.jpg"));
     assert_eq!(
         html.matches("<svg").count(),
-        5,
-        "three confusion matrices, ROC, reliability"
+        7,
+        "three confusion matrices, ROC, two reliability diagrams, precision-recall"
+    );
+    let malignancy = &metrics["metrics"]["malignancy"];
+    for key in ["binary_ece", "brier", "average_precision"] {
+        assert!(malignancy[key].is_number(), "{key} in metrics.json");
+    }
+    assert_eq!(
+        metrics["assessment"]["assessed"], 8,
+        "a model without a detector"
     );
     assert_eq!(
         html.matches("<img").count(),
@@ -209,7 +217,8 @@ fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
         "every evaluated image is an example here"
     );
     for row in &rows {
-        let p: Vec<f64> = (8..16).map(|i| row[i].parse().unwrap()).collect();
+        assert_eq!(&row[8], "assessed");
+        let p: Vec<f64> = (10..18).map(|i| row[i].parse().unwrap()).collect();
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
         let malignant: f64 = (0..4).map(|d| p[2 * d + 1]).sum();
         assert!((malignant - row[5].parse::<f64>().unwrap()).abs() < 1e-5);
