@@ -2,7 +2,7 @@
 //! sheet of example images (inline PNG thumbnails).
 
 use super::plots;
-use super::report::{Evaluation, Row};
+use super::report::{Evaluation, Metrics, Row};
 use crate::imaging::{decode, DecodeLimits};
 use crate::model::Pathology;
 use base64::Engine as _;
@@ -69,8 +69,17 @@ pub fn examples(rows: &[Row]) -> Vec<&Row> {
 
 /// Renders the report.
 pub fn render(e: &Evaluation, rows: &[Row]) -> String {
-    let m = &e.metrics;
     let mut h = String::new();
+    header(&mut h, e);
+    audit(&mut h, e);
+    metrics_table(&mut h, &e.metrics);
+    figures(&mut h, &e.metrics);
+    examples_sheet(&mut h, rows);
+    h
+}
+
+/// The page head and what was evaluated with what.
+fn header(h: &mut String, e: &Evaluation) {
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>mammo-eval report</title><style>\
@@ -96,6 +105,10 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
         e.unreadable.len(),
         e.images_per_second
     );
+}
+
+/// Warnings about the data and the share of images not assessed.
+fn audit(h: &mut String, e: &Evaluation) {
     h.push_str("<h2>Audit</h2><ul>");
     for c in &e.audit.class_counts {
         for w in &c.warnings {
@@ -125,6 +138,10 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
         );
     }
     h.push_str("</ul><h2>Metrics</h2><table>");
+}
+
+/// The headline numbers and the per-class table.
+fn metrics_table(h: &mut String, m: &Metrics) {
     let auc = m.malignancy.auc.map_or("n/a".into(), |a| format!("{a:.3}"));
     let ci = m.malignancy.auc_ci95.map_or("n/a".into(), |(lo, hi)| {
         format!(
@@ -179,6 +196,10 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
             c.label, c.precision, c.recall, c.f1, c.support
         );
     }
+}
+
+/// Confusion matrices, ROC, reliability and precision-recall.
+fn figures(h: &mut String, m: &Metrics) {
     h.push_str("</table><h2>Figures</h2><div class=\"figs\">");
     h.push_str(&plots::confusion(&m.confusion, "8 classes"));
     h.push_str(&plots::confusion(&m.density.confusion, "Density"));
@@ -210,6 +231,10 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
         &m.malignancy.precision_recall,
         m.malignancy.average_precision,
     ));
+}
+
+/// A contact sheet of examples, malignant misses first.
+fn examples_sheet(h: &mut String, rows: &[Row]) {
     h.push_str("</div><h2>Examples</h2><p>Malignant cases called benign first (red), then other errors, then correct answers.</p><div class=\"sheet\">");
     for row in examples(rows) {
         let truth = row.truth.map_or("?", |t| t.code());
@@ -229,7 +254,6 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
         );
     }
     h.push_str("</div></body></html>\n");
-    h
 }
 
 #[cfg(test)]

@@ -206,36 +206,13 @@ pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
         .collect();
     let probabilities: Vec<[f64; 8]> = rows.iter().map(|r| r.probabilities()).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let codes = |labels: &[&str]| labels.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let classes = Confusion::new(8, &truth, &predicted);
-
-    let density_truth: Vec<usize> = truth.iter().map(|t| t / 2).collect();
-    let density_pred: Vec<usize> = probabilities
-        .iter()
-        .map(|p| argmax(&[0, 1, 2, 3].map(|d| p[2 * d] + p[2 * d + 1])))
-        .collect();
-    let density = Confusion::new(4, &density_truth, &density_pred);
-
-    let malignant_p: Vec<f64> = probabilities
-        .iter()
-        .map(|p| (0..4).map(|d| p[2 * d + 1]).sum())
-        .collect();
-    let positive: Vec<bool> = truth.iter().map(|t| t % 2 == 1).collect();
-    let (sensitivity, specificity) =
-        metrics::sensitivity_specificity(&malignant_p, &positive, threshold);
-    let called: Vec<usize> = malignant_p
-        .iter()
-        .map(|&p| usize::from(p >= threshold))
-        .collect();
-    let truth_m: Vec<usize> = positive.iter().map(|&p| usize::from(p)).collect();
-    let (groups, resampling) = group_ids(&rows);
     let confidence: Vec<f64> = probabilities
         .iter()
         .zip(&predicted)
         .map(|(p, &c)| p[c])
         .collect();
     let correct: Vec<bool> = truth.iter().zip(&predicted).map(|(t, p)| t == p).collect();
-
     Metrics {
         images: rows.len(),
         accuracy: classes.accuracy(),
@@ -260,46 +237,73 @@ pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
                 .collect(),
             counts: classes.counts.clone(),
         },
-        density: DensityMetrics {
-            accuracy: density.accuracy(),
-            kappa_linear: density.kappa_linear(),
-            confusion: Matrix {
-                labels: codes(&["D1", "D2", "D3", "D4"]),
-                counts: density.counts.clone(),
-            },
-        },
-        malignancy: MalignancyMetrics {
-            auc: metrics::roc_auc(&malignant_p, &positive),
-            auc_ci95: metrics::bootstrap_auc(&malignant_p, &positive, &groups, BOOTSTRAP_ROUNDS, 0),
-            ci_resampling: resampling.into(),
-            threshold,
-            sensitivity,
-            specificity,
-            sensitivity_at_90_specificity: metrics::sensitivity_at_specificity(
-                &malignant_p,
-                &positive,
-                0.9,
-            ),
-            confusion: Matrix {
-                labels: codes(&["benign", "malignant"]),
-                counts: Confusion::new(2, &truth_m, &called).counts,
-            },
-            roc: metrics::roc_curve(&malignant_p, &positive)
-                .into_iter()
-                .map(|(f, t, th)| (f, t, if th.is_finite() { th } else { 1.0 }))
-                .collect(),
-            binary_ece: metrics::expected_calibration_error(
-                &malignant_p,
-                &positive,
-                CALIBRATION_BINS,
-            ),
-            brier: metrics::brier(&malignant_p, &positive),
-            reliability: metrics::reliability(&malignant_p, &positive, CALIBRATION_BINS),
-            average_precision: metrics::average_precision(&malignant_p, &positive),
-            precision_recall: metrics::precision_recall_curve(&malignant_p, &positive),
-        },
+        density: density_metrics(&truth, &probabilities),
+        malignancy: malignancy_metrics(&rows, &truth, &probabilities, threshold),
         expected_calibration_error: metrics::expected_calibration_error(&confidence, &correct, 10),
         reliability: metrics::reliability(&confidence, &correct, 10),
+    }
+}
+
+fn labels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Density: the most probable of the four marginals against the true density.
+fn density_metrics(truth: &[usize], probabilities: &[[f64; 8]]) -> DensityMetrics {
+    let density_truth: Vec<usize> = truth.iter().map(|t| t / 2).collect();
+    let density_pred: Vec<usize> = probabilities
+        .iter()
+        .map(|p| argmax(&[0, 1, 2, 3].map(|d| p[2 * d] + p[2 * d + 1])))
+        .collect();
+    let density = Confusion::new(4, &density_truth, &density_pred);
+    DensityMetrics {
+        accuracy: density.accuracy(),
+        kappa_linear: density.kappa_linear(),
+        confusion: Matrix {
+            labels: labels(&["D1", "D2", "D3", "D4"]),
+            counts: density.counts,
+        },
+    }
+}
+
+/// Malignancy: P(malignant) (the sum of the malignant classes) as a score, and its call at
+/// `threshold`.
+fn malignancy_metrics(
+    rows: &[&Row],
+    truth: &[usize],
+    probabilities: &[[f64; 8]],
+    threshold: f64,
+) -> MalignancyMetrics {
+    let p: Vec<f64> = probabilities
+        .iter()
+        .map(|p| (0..4).map(|d| p[2 * d + 1]).sum())
+        .collect();
+    let positive: Vec<bool> = truth.iter().map(|t| t % 2 == 1).collect();
+    let (sensitivity, specificity) = metrics::sensitivity_specificity(&p, &positive, threshold);
+    let called: Vec<usize> = p.iter().map(|&v| usize::from(v >= threshold)).collect();
+    let truth_m: Vec<usize> = positive.iter().map(|&v| usize::from(v)).collect();
+    let (groups, resampling) = group_ids(rows);
+    MalignancyMetrics {
+        auc: metrics::roc_auc(&p, &positive),
+        auc_ci95: metrics::bootstrap_auc(&p, &positive, &groups, BOOTSTRAP_ROUNDS, 0),
+        ci_resampling: resampling.into(),
+        threshold,
+        sensitivity,
+        specificity,
+        sensitivity_at_90_specificity: metrics::sensitivity_at_specificity(&p, &positive, 0.9),
+        confusion: Matrix {
+            labels: labels(&["benign", "malignant"]),
+            counts: Confusion::new(2, &truth_m, &called).counts,
+        },
+        roc: metrics::roc_curve(&p, &positive)
+            .into_iter()
+            .map(|(f, t, th)| (f, t, if th.is_finite() { th } else { 1.0 }))
+            .collect(),
+        binary_ece: metrics::expected_calibration_error(&p, &positive, CALIBRATION_BINS),
+        brier: metrics::brier(&p, &positive),
+        reliability: metrics::reliability(&p, &positive, CALIBRATION_BINS),
+        average_precision: metrics::average_precision(&p, &positive),
+        precision_recall: metrics::precision_recall_curve(&p, &positive),
     }
 }
 

@@ -2,16 +2,16 @@
 //! DICOM views.
 
 use super::{
-    count_assessments, media_type, millis, read_options, rejected, timing, timing_headers,
-    TimingHeaders,
+    count_assessments, media_type, read_options, rejected, timing, timing_headers, TimingHeaders,
 };
 use crate::api::dto::{
     BatchRequest, BatchResponse, BatchResult, BatchUpload, ExamSummary, ModelRef, PredictResponse,
-    ReadOptions, Timing, NOTICE,
+    ReadOptions, NOTICE,
 };
 use crate::api::error::{ApiError, Problem};
 use crate::api::state::AppState;
 use crate::model::exam::{summarise, View};
+use crate::pipeline::Reading;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -61,59 +61,26 @@ pub async fn batch(
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
     let readings = pipeline.read(images, Some(state.deadline(started))).await?;
-    let timing_ms = if readings.images.is_empty() {
-        Timing {
-            queue: 0.0,
-            inference: 0.0,
-            total: millis(started.elapsed()),
-        }
-    } else {
-        timing(&readings, started)
-    };
+    let timing_ms = timing(&readings, started);
     let mut read = readings.images.into_iter();
-    let outcomes: Vec<Result<_, ApiError>> = received
+    let outcomes: Vec<Outcome> = received
         .into_iter()
         .map(|r| r.and_then(|_| Ok(read.next().expect("one reading per image sent")?)))
         .collect();
-    let views: Vec<View> = ids
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(id, outcome)| {
-            let reading = outcome.as_ref().ok()?;
-            Some(View {
-                id,
-                dicom: reading.dicom.as_ref()?,
-                prediction: &reading.prediction,
-            })
-        })
-        .collect();
-    let exams = summarise(&views)
-        .into_iter()
-        .map(ExamSummary::from)
-        .collect();
     count_assessments(&state, outcomes.iter().filter_map(|o| o.as_ref().ok()));
+    let exams = exam_summaries(&ids, &outcomes);
     let model = pipeline.model();
     let results = ids
         .into_iter()
         .zip(outcomes)
-        .map(|(id, outcome)| match outcome {
-            Ok(reading) => BatchResult {
-                id,
-                ok: true,
-                prediction: Some(PredictResponse::new(
-                    reading,
-                    model,
-                    timing_ms.clone(),
-                    options.include_unassessable,
-                )),
-                error: None,
-            },
-            Err(e) => BatchResult {
-                id,
-                ok: false,
-                prediction: None,
-                error: Some(e.problem()),
-            },
+        .map(|(id, outcome)| BatchResult {
+            ok: outcome.is_ok(),
+            error: outcome.as_ref().err().map(ApiError::problem),
+            prediction: outcome.ok().map(|reading| {
+                let timing = timing_ms.clone();
+                PredictResponse::new(reading, model, timing, options.include_unassessable)
+            }),
+            id,
         })
         .collect();
     Ok((
@@ -126,6 +93,29 @@ pub async fn batch(
             notice: NOTICE.to_string(),
         }),
     ))
+}
+
+/// One item's reading, or its problem.
+type Outcome = Result<Reading, ApiError>;
+
+/// The exam-level summaries of the items that were DICOM and were read.
+fn exam_summaries(ids: &[String], outcomes: &[Outcome]) -> Vec<ExamSummary> {
+    let views: Vec<View> = ids
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(id, outcome)| {
+            let reading = outcome.as_ref().ok()?;
+            Some(View {
+                id,
+                dicom: reading.dicom.as_ref()?,
+                prediction: &reading.prediction,
+            })
+        })
+        .collect();
+    summarise(&views)
+        .into_iter()
+        .map(ExamSummary::from)
+        .collect()
 }
 
 /// Batch items as (id, bytes or that item's problem), in request order.

@@ -18,7 +18,6 @@
 //! 3. MONOCHROME1 is inverted so that dense tissue is bright, as in training.
 
 mod grey_map;
-mod helper;
 mod rle;
 mod stored;
 

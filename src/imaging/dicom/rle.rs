@@ -1,20 +1,17 @@
 //! DICOM RLE Lossless (PS3.5 Annex G), single frame, one sample per pixel, decoded row by row
 //! straight into per-column sums over bands of rows: what a k×k block mean needs
 //! (`dicom::StoredImage::grey`). The frame's PackBits segments (one per byte of a sample, most
-//! significant first) are summed apart, the high one on a kept helper thread
-//! (`super::helper`): a 16-bit value is 256 × high + low, so the block sums of values follow
-//! from the segments' own sums. No plane of the image is ever held: a row buffer and column
-//! sums per segment, and the batches of block sums the helper has made and the caller has not
-//! yet used (at most 8 bytes a reduced pixel; for the bench image at most 3.9 MB).
+//! significant first) are decoded side by side and summed apart: a 16-bit value is
+//! 256 × high + low, so the block sums of values follow from the segments' own sums. No plane
+//! of the image is held: a row buffer, column sums and one band of block sums per segment.
 //!
 //! dicom-pixeldata decodes RLE too, but through byte-at-a-time readers into a whole-image
-//! buffer (70–89 ms p50 to parse and decode a 2600×4700 16-bit mammogram here, against 8.7–9.5
-//! ms for all of our decode and preprocessing in the same runs; docs/benchmarks.md).
-//! The RLE fixture decodes to exactly the uncompressed fixture's pixels (tests/dicom.rs).
+//! buffer: several times slower on a full-field image, at saturation too (docs/benchmarks.md,
+//! "DICOM"). The decoding runs on the caller's thread: a second thread for the high segment
+//! bought no throughput once every core serves requests (same page). The RLE fixture decodes
+//! to exactly the uncompressed fixture's pixels (tests/dicom.rs).
 
-use super::helper::HELPERS;
 use bytes::Bytes;
-use std::sync::mpsc::{self, Receiver, Sender};
 
 /// One RLE frame: its segments, slices of the request's bytes (no copy).
 #[derive(Debug, Clone)]
@@ -75,8 +72,7 @@ impl Frame {
     /// Sums each segment's bytes over the k×k blocks of each band of `k` rows ([`Blocks`],
     /// the bytes read as `roles` say, high segment first) and calls `f(high, low)` with each
     /// whole band's sums, top to bottom (`high` is `None` for 1-byte samples). Rows past the
-    /// last whole band are not read. With two segments the high one is decoded and summed on
-    /// a kept helper thread ([`Self::helper`]) while this one does the low one and calls `f`.
+    /// last whole band are not read.
     pub fn band_sums(
         &self,
         k: usize,
@@ -95,67 +91,17 @@ impl Frame {
                 Ok(())
             }
             ([high, low], &[high_role, low_role]) => {
-                let per_batch = (BATCH_BYTES / width / k).max(1);
-                let (to_fill, empty) = mpsc::channel();
-                let (to_read, full) = mpsc::channel();
-                let high = high.clone();
-                HELPERS.run(move || {
-                    let high = Summer::new(&high, width, k);
-                    Self::helper(high, per_batch, bands, high_role, empty, to_read)
-                });
+                let (mut high_sums, mut low_sums) = (Blocks::new(width, k), Blocks::new(width, k));
+                let mut high = Summer::new(high, width, k);
                 let mut low = Summer::new(low, width, k);
-                let mut lows: Vec<Blocks> = (0..per_batch).map(|_| Blocks::new(width, k)).collect();
-                for first in (0..bands).step_by(per_batch) {
-                    // This thread's own batch first, then the helper's.
-                    for (band, own) in (first..bands).zip(lows.iter_mut()) {
-                        low.band(band, low_role, own).map_err(at(1))?;
-                    }
-                    let batch: Vec<Blocks> = full
-                        .recv()
-                        .map_err(|_| "the high-byte decoder stopped".to_string())??;
-                    for (high, low) in batch.iter().zip(&lows).take(bands - first) {
-                        f(Some(high), low);
-                    }
-                    // The helper may have finished already: then nobody takes it back.
-                    to_fill.send(batch).ok();
+                for band in 0..bands {
+                    high.band(band, high_role, &mut high_sums).map_err(at(0))?;
+                    low.band(band, low_role, &mut low_sums).map_err(at(1))?;
+                    f(Some(&high_sums), &low_sums);
                 }
-                // Returning drops this side of both channels, which ends the helper early
-                // after an error.
                 Ok(())
             }
             _ => Err("one role is needed for each segment".into()),
-        }
-    }
-
-    /// Sums the high segment's `bands` into batches of `per_batch` bands and hands them to
-    /// `full`, until the last one, an error (handed on) or the reader going away. It never
-    /// waits: a batch the reader gave back through `empty` is reused, else a new one is made,
-    /// so the helper runs ahead as far as its segment is quicker to decode (at most the whole
-    /// image's high sums: 8 bytes a reduced pixel), and it may run on the reader's own thread.
-    /// (Bands go in batches: a band of a few rows takes less time than waking the other
-    /// thread.)
-    fn helper(
-        mut high: Summer,
-        per_batch: usize,
-        bands: usize,
-        role: ByteRole,
-        empty: Receiver<Vec<Blocks>>,
-        full: Sender<Result<Vec<Blocks>, String>>,
-    ) {
-        let width = high.columns.len();
-        for first in (0..bands).step_by(per_batch) {
-            let mut batch = empty
-                .try_recv()
-                .unwrap_or_else(|_| (0..per_batch).map(|_| Blocks::new(width, high.k)).collect());
-            let summed = (first..bands)
-                .zip(batch.iter_mut())
-                .try_for_each(|(band, sums)| high.band(band, role, sums))
-                .map(|()| batch)
-                .map_err(at(0));
-            let failed = summed.is_err();
-            if full.send(summed).is_err() || failed {
-                return;
-            }
         }
     }
 }
@@ -233,8 +179,8 @@ impl<'a> Summer<'a> {
 }
 
 /// `out[j]` = the sum of `columns[j·k .. (j+1)·k]`; unrolled for the usual k (a full-field
-/// image for a 224-pixel input has k = 4–7): for the bench image's 1,880 bands of 2,600
-/// columns (k = 5), 0.7–1.1 ms against 4.5 ms for the loop with a run-time k (measured alone).
+/// image for a 224-pixel input has k = 4–7), where a loop with a run-time k cost several
+/// times more (docs/benchmarks.md, "DICOM").
 fn group_sums(columns: &[u16], k: usize, out: &mut [u32]) {
     match k {
         2 => groups::<2>(columns, out),
@@ -258,9 +204,6 @@ fn groups<const K: usize>(columns: &[u16], out: &mut [u32]) {
     }
 }
 
-/// About how many bytes of rows a batch of high-byte block sums covers.
-const BATCH_BYTES: usize = 256 << 10;
-
 /// A decoding error of `segment`, with its row, as a message.
 fn at(segment: usize) -> impl Fn((usize, String)) -> String {
     move |(y, e)| format!("RLE segment {segment}, row {y}: {e}")
@@ -272,7 +215,7 @@ const MAX_RUN: usize = 128;
 /// A PackBits stream decoded a row at a time: a header byte h, then h + 1 literal bytes
 /// (h ≥ 0) or one byte repeated 1 - h times (-127 ≤ h ≤ -1); -128 is a no-op. Runs may cross
 /// rows. Each run is written whole with a fixed-size copy or fill of [`MAX_RUN`] bytes (no
-/// call or branch on its length; the benchmark mammogram has ~850 k runs of ~29 bytes), into
+/// call or branch on its length: a detector image has hundreds of thousands of short runs), into
 /// a buffer with that much room past the row; what a run puts past the row starts the next.
 struct PackBits<'a> {
     input: &'a [u8],

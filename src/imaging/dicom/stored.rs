@@ -139,8 +139,8 @@ impl StoredImage {
 /// A k×k block's mean from its sum, rounded half away from zero, in integers: ⌊(|sum| + ⌊k²/2⌋)
 /// / k²⌋ with the sum's sign, the division a multiply and shift (Granlund and Montgomery 1994,
 /// "Division by invariant integers using multiplication", theorem 4.2: exact for dividends
-/// below 2^31, which 65535 · 128² + 128²/2 is). About half the time of rounding in floating
-/// point over the bench image's 0.5 M means (0.56 vs 0.86 ms, measured alone).
+/// below 2^31, which 65535 · 128² + 128²/2 is): one of these per reduced pixel, where floating
+/// point rounding cost more (docs/benchmarks.md, "DICOM").
 #[derive(Debug, Clone, Copy)]
 struct BlockMean {
     half: u64,
