@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The shipped model, from the data to models/mammo.onnx, with the defaults of every step:
+# train (fold 0 held out, half of fold 1's families validating), calibrate (temperature,
+# threshold, out-of-distribution detector, all on those validation families), export (logits
+# and ood_score, every number from the run's files), then the held-out report against the
+# model it replaces. About 80 min of training on the 2-core CPU; `--device cuda` is not needed.
+# Usage (from the repository root): training/make_model.sh VERSION [DATA_CSV] [BASELINE_ONNX]
+set -euo pipefail
+cd "$(dirname "$0")"
+version=$1
+data=${2:-../../shared/data/dphi-mammography/Training_set.csv}
+baseline=${3:-}
+py=../.venv-train/bin/python
+run=runs/v$version
+# glibc hands large freed blocks back to the kernel and faults them in again every batch:
+# keeping them cuts a quarter of CPU training time (training/README.md).
+export MALLOC_TRIM_THRESHOLD_=10000000000 MALLOC_MMAP_THRESHOLD_=10000000000
+$py -m mammo_train.train --data "$data" --out "$run" --resume
+$py -W ignore -m mammo_train.calibrate "$run"
+$py -m mammo_train.export --run "$run" --version "$version" --check-images ../tests/fixtures \
+  --trained-on "DPhi mammography (INbreast-derived; Lin & Huang 2020, CC BY 4.0): training/splits/split.csv folds 1-4 less the validation families ($($py -c "import json,sys; print(json.load(open(sys.argv[1]))['folds'][0]['train_images'])" "$run/summary.json") distinct files); the validation families chose the epoch, temperature, threshold and OOD threshold; fold 0 held out" \
+  --out ../models/mammo.onnx
+if [ -n "$baseline" ]; then
+  $py -W ignore -m mammo_train.heldout "$run" --model ../models/mammo.onnx --baseline "$baseline" \
+    --test-dir "$(dirname "$data")/test"
+fi
