@@ -34,6 +34,16 @@ impl Grey {
         }
     }
 
+    /// An image whose pixel (x, y) is `f(x, y)`: test pictures drawn as formulas.
+    #[cfg(test)]
+    pub(crate) fn from_fn(width: u32, height: u32, f: impl Fn(u32, u32) -> f32) -> Self {
+        let pixels = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .map(|(x, y)| f(x, y))
+            .collect();
+        Grey::new(width, height, pixels).expect("a side of 0")
+    }
+
     /// Row `y`.
     pub fn row(&self, y: u32) -> &[f32] {
         let w = self.width as usize;

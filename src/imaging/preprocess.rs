@@ -333,17 +333,9 @@ mod tests {
         }
     }
 
-    fn grey(width: u32, height: u32, f: impl Fn(u32, u32) -> f32) -> Grey {
-        let pixels = (0..height)
-            .flat_map(|y| (0..width).map(move |x| (x, y)))
-            .map(|(x, y)| f(x, y))
-            .collect();
-        Grey::new(width, height, pixels).unwrap()
-    }
-
     #[test]
     fn grey_is_repeated_and_normalised_per_channel() {
-        let img = grey(4, 4, |x, _| if x < 2 { 0.0 } else { 1.0 });
+        let img = Grey::from_fn(4, 4, |x, _| if x < 2 { 0.0 } else { 1.0 });
         let t = preprocess(&img, None, &prep(4));
         assert_eq!(t.len(), 48);
         assert_eq!(t[0], -1.0); // (0 - 0.5) / 0.5
@@ -355,7 +347,7 @@ mod tests {
 
     #[test]
     fn resizes_to_the_model_input() {
-        let img = grey(300, 500, |_, _| 0.5);
+        let img = Grey::from_fn(300, 500, |_, _| 0.5);
         let p = Preprocessing {
             height: 20,
             width: 10,
@@ -370,7 +362,7 @@ mod tests {
     fn breast_box_keeps_the_longest_runs_and_drops_a_separate_marker() {
         // Breast: columns 10..60, rows 20..90 of a 100×120 image; a marker at columns 80..90,
         // rows 5..10 is cut off from it by background.
-        let img = grey(100, 120, |x, y| {
+        let img = Grey::from_fn(100, 120, |x, y| {
             let breast = (10..60).contains(&x) && (20..90).contains(&y);
             let marker = (80..90).contains(&x) && (5..10).contains(&y);
             if breast || marker {
@@ -389,12 +381,12 @@ mod tests {
                 height: 70
             }
         );
-        assert_eq!(breast_box(&grey(50, 50, |_, _| 0.05)), None);
+        assert_eq!(breast_box(&Grey::from_fn(50, 50, |_, _| 0.05)), None);
     }
 
     #[test]
     fn orientation_follows_laterality_then_tissue() {
-        let img = grey(40, 20, |x, _| if x >= 30 { 0.9 } else { 0.0 });
+        let img = Grey::from_fn(40, 20, |x, _| if x >= 30 { 0.9 } else { 0.0 });
         let all = Region::all(img.width, img.height);
         assert!(chest_wall_on_right(&img, all, None));
         assert!(!chest_wall_on_right(&img, all, Some(Laterality::Left)));
@@ -404,7 +396,7 @@ mod tests {
     #[test]
     fn full_field_crops_flips_and_pads_a_tall_breast_to_the_left() {
         // A bright 40×80 block on the right of a 200×100 black image.
-        let img = grey(200, 100, |x, y| {
+        let img = Grey::from_fn(200, 100, |x, y| {
             if (150..190).contains(&x) && (10..90).contains(&y) {
                 1.0
             } else {
@@ -428,7 +420,7 @@ mod tests {
 
     #[test]
     fn wide_images_are_centred_vertically() {
-        let img = grey(80, 40, |_, _| 1.0);
+        let img = Grey::from_fn(80, 40, |_, _| 1.0);
         let p = Preprocessing {
             steps: "pad_square".parse().unwrap(),
             mean: [0.0; 3],

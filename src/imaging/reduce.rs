@@ -104,14 +104,6 @@ mod tests {
         }
     }
 
-    fn grey(width: u32, height: u32, f: impl Fn(u32, u32) -> f32) -> Grey {
-        let pixels = (0..height)
-            .flat_map(|y| (0..width).map(move |x| (x, y)))
-            .map(|(x, y)| f(x, y))
-            .collect();
-        Grey::new(width, height, pixels).unwrap()
-    }
-
     #[test]
     fn large_images_are_reduced_by_block_means_before_the_steps() {
         let p = prep(224);
@@ -121,7 +113,7 @@ mod tests {
         assert_eq!(reduction(2600, 4700, &p), 5);
         assert_eq!(reduction(60_000, 60_000, &prep(1)), MAX_REDUCTION);
         // 7 × 5 by 2: blocks of 2 × 2; the last column and row are left out.
-        let img = grey(7, 5, |x, y| (y * 7 + x) as f32);
+        let img = Grey::from_fn(7, 5, |x, y| (y * 7 + x) as f32);
         let small = reduce(&img, 2);
         assert_eq!((small.width, small.height), (3, 2));
         for (b, &v) in small.pixels.iter().enumerate() {

@@ -35,7 +35,7 @@ use std::time::Instant;
             ("x-inference-time" = f64, description = "Milliseconds of the longest engine run among the items"),
             ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
         )),
-        (status = 400, description = "Malformed multipart or JSON, no items, or an unexpected multipart field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed multipart or JSON, no items, an unexpected multipart field, or an `include_unassessable` that is not true or false", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over --max-batch-body-bytes or more items than --max-batch-items", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type other than multipart/form-data or application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "JSON that does not match the schema", body = Problem, content_type = "application/problem+json"),

@@ -36,7 +36,7 @@ const RAW_IMAGE_TYPES: [&str; 4] = [
             ("x-inference-time" = f64, description = "Milliseconds of the engine run (the whole dynamic batch it was part of)"),
             ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
         )),
-        (status = 400, description = "Empty body, bytes that are not a JPEG/PNG/DICOM, a corrupt image, or a multipart body without `file`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Empty body, bytes that are not a JPEG/PNG/DICOM, a corrupt image, a multipart body without `file`, or an `include_unassessable` that is not true or false", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over --max-body-bytes", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type other than image/jpeg, image/png, application/dicom, application/octet-stream or multipart/form-data", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A decodable image we cannot use: too large or too small; DICOM without pixel data, multi-frame, not greyscale, or a Modality other than MG (unless --allow-any-modality)", body = Problem, content_type = "application/problem+json"),
