@@ -93,7 +93,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                        .on_response(DefaultOnResponse::new().level(Level::INFO))
+                        // Every answer is logged above with its status; a 503 while the model
+                        // loads or under backpressure is expected, not an ERROR line per probe.
+                        // Internal faults are logged where they arise (`api::error`).
+                        .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )

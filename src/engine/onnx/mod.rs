@@ -64,8 +64,10 @@ impl OnnxModel {
         let properties = read_properties(&first)?;
         let (input, has_ood_score) = check_io(&first).map_err(EngineError::Startup)?;
         let mut opened = vec![first];
+        // Every further session on the provider the first one got: the model's reported
+        // provider is then every worker's, and `auto` tries (and logs) the others once.
         for _ in 1..sessions.max(1) {
-            opened.push(open_session(env, options)?.0);
+            opened.push(build(env, options, provider).map_err(EngineError::Startup)?);
         }
         let sessions = opened
             .into_iter()
