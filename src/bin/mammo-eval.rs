@@ -222,20 +222,7 @@ fn evaluate(
     let (mut items, layout) = dataset::read_labelled(data)?;
     let groups = groups_file.map(dataset::read_groups).transpose()?;
     if let (Some(k), Some(groups)) = (fold, groups.as_ref()) {
-        let missing = items
-            .iter()
-            .filter(|i| !groups.contains_key(&i.name))
-            .count();
-        if missing > 0 {
-            bail!(
-                "{missing} images of {} are not in the split file",
-                data.display()
-            );
-        }
-        items.retain(|i| groups[&i.name].1 == Some(k));
-        if items.is_empty() {
-            bail!("fold {k} holds none of the images");
-        }
+        items = fold_of(items, groups, k, data)?;
     }
     let families = families_of(groups.as_ref());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -263,13 +250,7 @@ fn evaluate(
     let file = Evaluation {
         data: data.to_path_buf(),
         layout,
-        model: ModelSection {
-            path: info.path.clone(),
-            name: info.name.clone(),
-            version: info.metadata.version.clone(),
-            sha256: info.sha256.clone(),
-            threshold: info.metadata.malignancy_threshold,
-        },
+        model: ModelSection::of(&info),
         split: groups_file.map(|g| {
             format!(
                 "{}{}",
@@ -297,6 +278,28 @@ fn evaluate(
     } else {
         ExitCode::from(2)
     })
+}
+
+/// The images of fold `k` of a split file; every image must be in the file.
+fn fold_of(items: Vec<Item>, groups: &Groups, k: u32, data: &Path) -> anyhow::Result<Vec<Item>> {
+    let missing = items
+        .iter()
+        .filter(|i| !groups.contains_key(&i.name))
+        .count();
+    if missing > 0 {
+        bail!(
+            "{missing} images of {} are not in the split file",
+            data.display()
+        );
+    }
+    let in_fold: Vec<Item> = items
+        .into_iter()
+        .filter(|i| groups[&i.name].1 == Some(k))
+        .collect();
+    if in_fold.is_empty() {
+        bail!("fold {k} holds none of the images");
+    }
+    Ok(in_fold)
 }
 
 fn print_summary(f: &Evaluation) {

@@ -6,6 +6,7 @@ use super::inference::Outcome;
 use super::metrics::{self, Confusion, ReliabilityBin};
 use crate::model::postprocess::argmax;
 use crate::model::{ClassLabel, Prediction};
+use crate::pipeline::ModelInfo;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,18 @@ pub struct ModelSection {
     pub version: String,
     pub sha256: String,
     pub threshold: f32,
+}
+
+impl ModelSection {
+    pub fn of(info: &ModelInfo) -> ModelSection {
+        ModelSection {
+            path: info.path.clone(),
+            name: info.name.clone(),
+            version: info.metadata.version.clone(),
+            sha256: info.sha256.clone(),
+            threshold: info.metadata.malignancy_threshold,
+        }
+    }
 }
 
 /// Audit findings, before any metric.
