@@ -24,6 +24,24 @@ async fn undecodable_bodies_are_400() {
         let problem = expect_problem(server.post_image(bytes, content_type).await, 400).await;
         println!("{what}: {}", problem["detail"]);
     }
+    // A cut-off upload is refused, not read as the decoder's grey fill of the missing part.
+    for (name, content_type) in [
+        ("d3b_Image_1.jpg", "image/jpeg"),
+        ("variant_grey8.png", "image/png"),
+    ] {
+        let whole = fixture(name);
+        // Cut inside the pixel data: half-way, and just before the last scan's end marker
+        // (JPEG) or the last data chunk's checksum (PNG: its 12-byte IEND chunk follows).
+        for cut in [whole.len() / 2, whole.len() - 16] {
+            let response = server.post_image(whole[..cut].to_vec(), content_type).await;
+            let problem = expect_problem(response, 400).await;
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("could not be decoded"),
+                "{name} cut at {cut}: {detail}"
+            );
+        }
+    }
     let form = form(vec![("image", fixture("d1b_Image_2.jpg"))]);
     let response = server.post_multipart("/predict", form).await;
     let problem = expect_problem(response, 400).await;

@@ -20,6 +20,12 @@ pub(super) fn decode(
         reason: e.to_string(),
     };
     let reader = || ImageReader::with_format(Cursor::new(bytes), image_format);
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(ImageError::Corrupt {
+            format,
+            reason: "the data ends before the end-of-image marker (a truncated upload?)".into(),
+        });
+    }
 
     let (width, height) = reader().into_dimensions().map_err(corrupt)?;
     limits.check(width, height)?;
@@ -39,4 +45,53 @@ pub(super) fn decode(
         other => corrupt(other),
     })?;
     Ok(Grey::from_image(&image))
+}
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker (FF D9). The JPEG decoder
+/// fills whatever a cut-off file lacks with grey and reports success, and a model reading that
+/// fill answers with confidence; so a file whose data stops inside a scan is refused. Inside
+/// entropy-coded data an FF byte is always followed by 00 or a restart marker, so an FF D9
+/// there is the real end; an embedded thumbnail's markers come before the main image's scans.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    const SOS: [u8; 2] = [0xFF, 0xDA];
+    const EOI: [u8; 2] = [0xFF, 0xD9];
+    match bytes.windows(2).rposition(|w| w == EOI) {
+        Some(end) => !bytes[end..].windows(2).any(|w| w == SOS),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_jpeg_cut_anywhere_after_its_first_scan_starts_is_refused() {
+        let whole = fixture("d3b_Image_1.jpg");
+        assert!(jpeg_is_complete(&whole));
+        let scan = whole.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        for cut in (scan + 2..whole.len()).step_by(97).chain([whole.len() - 1]) {
+            let refused = decode(&whole[..cut], ImageFormat::Jpeg, &DecodeLimits::default());
+            assert!(
+                matches!(&refused, Err(ImageError::Corrupt { reason, .. }) if reason.contains("truncated")),
+                "cut at {cut} of {}: {refused:?}",
+                whole.len()
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_end_marker_do_not_make_a_jpeg_incomplete() {
+        let mut padded = fixture("d1b_Image_2.jpg");
+        padded.extend_from_slice(&[0u8; 64]);
+        assert!(decode(&padded, ImageFormat::Jpeg, &DecodeLimits::default()).is_ok());
+    }
 }
