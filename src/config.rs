@@ -1,6 +1,7 @@
 //! Every knob in one validated struct. Each field is a `--flag` and a `MAMMO_*` environment
 //! variable (`ORT_DYLIB_PATH` for the library, as ort names it).
 
+use crate::connections::ConnectionLimits;
 use crate::engine::onnx::{Device, GpuOptions, SessionOptions, DEFAULT_ORT_LIB};
 use crate::engine::EngineOptions;
 use crate::imaging::DecodeLimits;
@@ -92,6 +93,14 @@ pub struct Config {
     /// Seconds a /predict or /batch request may take, body upload included; then 503.
     #[arg(long, env = "MAMMO_REQUEST_TIMEOUT", default_value_t = 60.0)]
     pub request_timeout: f64,
+    /// Seconds a connection may take to send a request's line and headers, and may stay idle
+    /// between requests (keep-alive); then it is closed. Bounds the sockets a slow or idle
+    /// client can hold.
+    #[arg(long, env = "MAMMO_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
+    pub header_read_timeout: f64,
+    /// Most open client connections; one more is closed as soon as it is accepted.
+    #[arg(long, env = "MAMMO_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Most /predict and /batch requests handled at once; more get 429 at once.
     #[arg(long, env = "MAMMO_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
@@ -119,6 +128,7 @@ impl Config {
             ("--max-batch-body-bytes", self.max_batch_body_bytes),
             ("--max-batch-items", self.max_batch_items),
             ("--max-concurrency", self.max_concurrency),
+            ("--max-connections", self.max_connections),
             ("--engine-workers", self.engine_workers),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -140,10 +150,15 @@ impl Config {
                 "--max-queue-delay-ms must be zero or a positive number".into(),
             ));
         }
-        if !(self.request_timeout.is_finite() && self.request_timeout > 0.0) {
-            return Err(ConfigError(
-                "--request-timeout must be a positive number of seconds".into(),
-            ));
+        for (flag, seconds) in [
+            ("--request-timeout", self.request_timeout),
+            ("--header-read-timeout", self.header_read_timeout),
+        ] {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err(ConfigError(format!(
+                    "{flag} must be a positive number of seconds"
+                )));
+            }
         }
         if self.max_image_side < DecodeLimits::default().min_side {
             return Err(ConfigError(format!(
@@ -205,6 +220,14 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout)
     }
+
+    /// What the listener allows each connection.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs_f64(self.header_read_timeout),
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +268,10 @@ mod tests {
             .contains("--fp16"));
         assert!(parse(&["--max-batch-items", "0"]).validate().is_err());
         assert!(parse(&["--request-timeout", "0"]).validate().is_err());
+        for bad in [["--header-read-timeout", "0"], ["--max-connections", "0"]] {
+            let error = parse(&bad).validate().unwrap_err().to_string();
+            assert!(error.contains(bad[0]), "{error}");
+        }
         assert!(parse(&["--max-queue-delay-ms=-1"]).validate().is_err());
         assert!(
             parse(&["--max-batch-items", "65", "--max-queue-size", "64"])

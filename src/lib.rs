@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod connections;
 pub mod engine;
 pub mod eval;
 pub mod imaging;

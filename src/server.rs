@@ -3,6 +3,7 @@
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::connections;
 use crate::engine::{onnx, Engine, Observer};
 use crate::pipeline::{self, Admission, ModelInfo, Pipeline};
 use anyhow::{bail, Context};
@@ -75,15 +76,15 @@ impl Server {
 
     /// Serves HTTP until `shutdown` resolves, then stops accepting and waits for in-flight
     /// requests to finish.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let app = api::router(self.state, &self.config);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server error")
+        connections::serve(
+            self.listener,
+            app,
+            self.config.connection_limits(),
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -138,7 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return Err(e);
     }
     tracing::info!("ready");
-    serving.await.context("server task failed")??;
+    serving.await.context("server task failed")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,80 @@
+//! The listener's connection policy: how many clients may hold a socket, how long one may take
+//! to send a request's headers or sit idle between requests, and the drain at shutdown.
+//! Request-level limits (bodies, concurrency, deadlines) live in `api`; these bound what a
+//! client can hold before any request reaches it.
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// What one client connection may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// From the moment a connection waits for a request (just opened, or idle after an
+    /// answer) until its headers have all arrived; then it is closed.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; one more is closed as soon as it is accepted, so that a
+    /// flood of sockets cannot exhaust the process's file descriptors.
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting (new connections
+/// are refused), closes idle connections and waits for the requests in flight to be answered.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let draining = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors or a connection reset before accept: the listener
+                    // itself is fine; yield so that a persistent error does not spin.
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max = limits.max_connections,
+                "open connections at the limit: closing a new one"
+            );
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = draining.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    draining.shutdown().await;
+}
