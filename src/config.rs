@@ -101,6 +101,11 @@ pub struct Config {
     /// Most open client connections; one more is closed as soon as it is accepted.
     #[arg(long, env = "MAMMO_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Append one JSON line per image answered or refused to this file (request id, route,
+    /// SOP Instance UID, model version, assessment, labels given; never image bytes or patient
+    /// attributes). Off when not given.
+    #[arg(long, env = "MAMMO_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     /// Most /predict and /batch requests handled at once; more get 429 at once.
     #[arg(long, env = "MAMMO_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,

@@ -7,6 +7,7 @@
 //! same pipeline.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod connections;
 pub mod engine;

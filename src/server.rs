@@ -2,6 +2,7 @@
 //! background (ready only after warm-up), serve until SIGTERM/SIGINT, drain in-flight requests.
 
 use crate::api::{self, AppState};
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::connections;
 use crate::engine::{onnx, Engine, Observer};
@@ -37,7 +38,14 @@ impl Server {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("could not listen on {address}"))?;
-        let state = AppState::new(&config);
+        let audit =
+            match &config.audit_log {
+                Some(path) => Some(AuditLog::open(path).with_context(|| {
+                    format!("could not open the audit trail {}", path.display())
+                })?),
+                None => None,
+            };
+        let state = AppState::new(&config, audit);
         Ok(Server {
             config,
             listener,

@@ -26,7 +26,10 @@ async fn the_default_model_is_the_shipped_trained_model() {
     let model: Value = server.get("/v1/model").await.json().await.unwrap();
     assert_eq!(model["arch"], "efficientnet_lite0");
     assert_eq!(model["version"], "2.2.0");
-    assert!(model["temperature"].as_f64().unwrap() > 1.0, "calibrated: {model}");
+    assert!(
+        model["temperature"].as_f64().unwrap() > 1.0,
+        "calibrated: {model}"
+    );
     assert_eq!(model["ood"]["method"], "maha_stage4");
     assert!(model["ood"]["threshold"].as_f64().unwrap() > 0.0);
     assert_eq!(

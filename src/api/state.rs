@@ -1,6 +1,7 @@
 //! What the handlers share: the pipeline once the model is loaded, request limits, metrics.
 
 use super::error::ApiError;
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::{Metrics, Snapshot};
 use crate::pipeline::Pipeline;
@@ -20,11 +21,12 @@ struct Inner {
     request_timeout: Duration,
     queue_capacity: usize,
     metrics: Arc<Metrics>,
+    audit: Option<AuditLog>,
 }
 
 impl AppState {
     /// State with no model yet: prediction routes answer 503 until [`AppState::set_pipeline`].
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, audit: Option<AuditLog>) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 pipeline: OnceLock::new(),
@@ -32,6 +34,7 @@ impl AppState {
                 request_timeout: config.request_timeout(),
                 queue_capacity: config.max_queue_size,
                 metrics: Arc::default(),
+                audit,
             }),
         }
     }
@@ -74,6 +77,11 @@ impl AppState {
             queue_capacity: self.inner.queue_capacity,
         };
         self.inner.metrics.render(&snapshot)
+    }
+
+    /// The audit trail, when the server keeps one.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.inner.audit.as_ref()
     }
 
     /// The instant after which a request that started at `started` is past its time.

@@ -12,6 +12,7 @@ pub use status::*;
 use super::dto::{ReadOptions, Timing};
 use super::error::ApiError;
 use super::state::AppState;
+use crate::audit;
 use crate::pipeline::{Reading, Readings};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request};
@@ -74,6 +75,32 @@ fn read_options(
     query
         .map(|Query(options)| options)
         .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
+}
+
+/// The request's `x-request-id` (set by the middleware when the caller sent none).
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// Writes each image's outcome to the audit trail, when the server keeps one.
+fn record_audit<'a>(
+    state: &AppState,
+    request: &audit::Request,
+    outcomes: impl IntoIterator<Item = (Option<&'a str>, Result<&'a Reading, &'a ApiError>)>,
+    include_unassessable: bool,
+) {
+    let Some(log) = state.audit() else { return };
+    for (item, outcome) in outcomes {
+        match outcome {
+            Ok(reading) => log.answered(request, item, reading, include_unassessable),
+            Err(problem) => log.refused(request, item, problem.status().as_u16()),
+        }
+    }
 }
 
 /// Counts each reading's assessment in the metrics.
