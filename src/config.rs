@@ -101,6 +101,10 @@ pub struct Config {
     /// Most open client connections; one more is closed as soon as it is accepted.
     #[arg(long, env = "MAMMO_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Origins a browser application may call the API from (CORS), e.g.
+    /// `https://viewer.example.org`; repeat the flag or separate with commas. Off when not given.
+    #[arg(long, env = "MAMMO_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
     /// Append one JSON line per image answered or refused to this file (request id, route,
     /// SOP Instance UID, model version, assessment, labels given; never image bytes or patient
     /// attributes). Off when not given.
@@ -164,6 +168,15 @@ impl Config {
                     "{flag} must be a positive number of seconds"
                 )));
             }
+        }
+        if let Some(bad) = self
+            .cors_allow_origin
+            .iter()
+            .find(|o| axum::http::HeaderValue::from_str(o).is_err() || !o.contains("://"))
+        {
+            return Err(ConfigError(format!(
+                "--cors-allow-origin {bad:?} is not an origin such as https://viewer.example.org"
+            )));
         }
         if self.max_image_side < DecodeLimits::default().min_side {
             return Err(ConfigError(format!(

@@ -12,7 +12,7 @@ pub use state::AppState;
 use crate::config::Config;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
-use axum::http::Request;
+use axum::http::{header, HeaderName, HeaderValue, Method, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +20,7 @@ use axum::{BoxError, Router};
 use std::time::Instant;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
+use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -75,7 +76,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency)),
         );
-    Router::new()
+    let app = Router::new()
         .route("/health", get(handlers::health))
         .route("/health/live", get(handlers::live))
         .route("/health/ready", get(handlers::ready))
@@ -100,7 +101,35 @@ pub fn router(state: AppState, config: &Config) -> Router {
                         .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
-        )
+        );
+    if config.cors_allow_origin.is_empty() {
+        app
+    } else {
+        app.layer(cors(&config.cors_allow_origin))
+    }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Cross-origin access for the browser applications named by `--cors-allow-origin`.
+/// Preflights are answered here, before the routes; the timing and request-id headers are
+/// readable by the page.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).expect("origins are checked by Config::validate"))
+        .collect();
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, X_REQUEST_ID])
+        .expose_headers([
+            X_REQUEST_ID,
+            HeaderName::from_static("x-queue-time"),
+            HeaderName::from_static("x-inference-time"),
+            HeaderName::from_static("x-total-time"),
+            header::RETRY_AFTER,
+        ])
 }
 
 /// One span per request, named by method, path and `x-request-id`; bodies are never logged.
