@@ -20,6 +20,8 @@ pub struct AuditLog {
 /// Who asked, through which route, for which model.
 pub struct Request<'a> {
     pub request_id: &'a str,
+    /// The name of the API key the request was let in with (none when the server is open).
+    pub key: Option<&'a str>,
     pub route: &'a str,
     pub model_version: &'a str,
 }
@@ -29,6 +31,8 @@ pub struct Request<'a> {
 struct Entry<'a> {
     time: String,
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
     route: &'a str,
     /// The item's id in a batch.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +118,7 @@ impl<'a> Entry<'a> {
         Entry {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             request_id: request.request_id,
+            key: request.key,
             route: request.route,
             item,
             sop_instance_uid: None,

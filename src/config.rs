@@ -101,6 +101,12 @@ pub struct Config {
     /// Most open client connections; one more is closed as soon as it is accepted.
     #[arg(long, env = "MAMMO_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// File of API keys, one `NAME:SHA256` a line (the lowercase hex SHA-256 of the key; `#`
+    /// comments): every route but /health/live and /health/ready then needs
+    /// `Authorization: Bearer KEY`. Re-read when it changes. Without it the API is open to
+    /// whoever reaches the port (a start-up warning says so).
+    #[arg(long, env = "MAMMO_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
     /// Origins a browser application may call the API from (CORS), e.g.
     /// `https://viewer.example.org`; repeat the flag or separate with commas. Off when not given.
     #[arg(long, env = "MAMMO_CORS_ALLOW_ORIGIN", value_delimiter = ',')]

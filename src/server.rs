@@ -1,6 +1,7 @@
 //! Start-up and shutdown: check the library and model, bind, load the model in the
 //! background (ready only after warm-up), serve until SIGTERM/SIGINT, drain in-flight requests.
 
+use crate::api::auth::KeyStore;
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -12,6 +13,7 @@ use ort::environment::Environment;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// A bound server whose model is not loaded yet.
@@ -45,7 +47,18 @@ impl Server {
                 })?),
                 None => None,
             };
-        let state = AppState::new(&config, audit);
+        let keys = match &config.api_keys_file {
+            Some(path) => {
+                let keys = KeyStore::open(path).map_err(anyhow::Error::msg)?;
+                tracing::info!("API keys required on every route but the health probes");
+                Some(keys)
+            }
+            None => {
+                tracing::warn!("no --api-keys-file: every client that reaches the port is served");
+                None
+            }
+        };
+        let state = AppState::new(&config, audit, keys);
         Ok(Server {
             config,
             listener,
@@ -85,6 +98,11 @@ impl Server {
     /// Serves HTTP until `shutdown` resolves, then stops accepting and waits for in-flight
     /// requests to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        // Keys are re-read when their file changes, for as long as the server serves.
+        let watching = self
+            .state
+            .keys()
+            .map(|keys| tokio::spawn(keys.clone().watch(KEYS_CHECK_INTERVAL)));
         let app = api::router(self.state, &self.config);
         connections::serve(
             self.listener,
@@ -93,8 +111,14 @@ impl Server {
             shutdown,
         )
         .await;
+        if let Some(watching) = watching {
+            watching.abort();
+        }
     }
 }
+
+/// How often the API keys file is checked for changes: a revoked key stops working within it.
+const KEYS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Loads the model for a [`Server`].
 pub struct Loader {

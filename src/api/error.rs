@@ -31,6 +31,8 @@ pub struct Problem {
 pub enum ApiError {
     /// 400: empty, undecodable or malformed input.
     BadRequest(String),
+    /// 401: no API key, or one that is not valid.
+    Unauthorized(String),
     /// 404: no such route.
     NotFound(String),
     /// 405: the route exists, the method does not.
@@ -57,6 +59,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,6 +74,7 @@ impl ApiError {
     /// The problem body of this error.
     pub fn problem(&self) -> Problem {
         let (ApiError::BadRequest(detail)
+        | ApiError::Unauthorized(detail)
         | ApiError::NotFound(detail)
         | ApiError::MethodNotAllowed(detail)
         | ApiError::TooLarge(detail)
@@ -100,6 +104,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, ApiError::Unauthorized(_)) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
             headers.insert(
                 header::RETRY_AFTER,

@@ -1,6 +1,7 @@
 //! HTTP only: the router, its middleware stack, handlers, JSON types and the error mapping.
 //! Never touches ort or pixels; asks the [`crate::pipeline::Pipeline`].
 
+pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod handlers;
@@ -24,7 +25,9 @@ use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 /// The OpenAPI document of every route, body and error.
@@ -36,6 +39,7 @@ use utoipa_swagger_ui::SwaggerUi;
         license(name = "Apache-2.0")
     ),
     paths(handlers::predict, handlers::batch, handlers::health, handlers::live, handlers::ready, handlers::model, handlers::metrics),
+    modifiers(&BearerKeys),
     tags(
         (name = "inference", description = "Predictions"),
         (name = "health", description = "Liveness and readiness"),
@@ -44,6 +48,57 @@ use utoipa_swagger_ui::SwaggerUi;
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the API-key scheme (`--api-keys-file`): every route may need
+/// `Authorization: Bearer KEY` but the two probes, which stay open. Swagger UI's "Authorize"
+/// takes the key.
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key from the server's --api-keys-file; not needed when the server runs without one",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "api_key",
+            Vec::<String>::new(),
+        )]);
+        let refused = ResponseBuilder::new()
+            .description("No API key, or one that is not valid (when the server has keys)")
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let open = matches!(path.as_str(), "/health/live" | "/health/ready");
+            for operation in [item.get.as_mut(), item.post.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if open {
+                    operation.security = Some(vec![SecurityRequirement::default()]);
+                } else {
+                    operation
+                        .responses
+                        .responses
+                        .insert("401".into(), refused.clone().into());
+                }
+            }
+        }
+    }
+}
 
 /// The committed document's text: `ApiDoc` as pretty JSON with a final newline.
 pub fn openapi_json() -> String {
@@ -76,14 +131,18 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency)),
         );
-    let app = Router::new()
+    // Everything but the probes needs a key when the server has keys.
+    let protected = Router::new()
         .route("/health", get(handlers::health))
-        .route("/health/live", get(handlers::live))
-        .route("/health/ready", get(handlers::ready))
         .route("/v1/model", get(handlers::model))
         .route("/metrics", get(handlers::metrics))
         .merge(inference)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let app = Router::new()
+        .route("/health/live", get(handlers::live))
+        .route("/health/ready", get(handlers::ready))
+        .merge(protected)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
@@ -160,6 +219,36 @@ async fn track(
     let response = next.run(request).await;
     metrics.request_finished(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Lets a request through when the server has no keys, or when it presents a valid one as
+/// `Authorization: Bearer KEY` (the key's name then travels with the request); else 401.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    let Some(keys) = state.keys() else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    match presented.map(|key| keys.name_of(key)) {
+        Some(Some(name)) => {
+            request.extensions_mut().insert(auth::KeyName(name));
+            next.run(request).await
+        }
+        Some(None) => ApiError::Unauthorized("the API key is not valid".into()).into_response(),
+        None => ApiError::Unauthorized(
+            "an API key is required: send it as Authorization: Bearer KEY".into(),
+        )
+        .into_response(),
+    }
 }
 
 /// Errors raised by the middleware (shedding, timeout) as problems.

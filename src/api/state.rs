@@ -1,6 +1,7 @@
 //! What the handlers share: the pipeline once the model is loaded, request limits, metrics.
 
 use super::error::ApiError;
+use crate::api::auth::KeyStore;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::{Metrics, Snapshot};
@@ -22,11 +23,12 @@ struct Inner {
     queue_capacity: usize,
     metrics: Arc<Metrics>,
     audit: Option<AuditLog>,
+    keys: Option<KeyStore>,
 }
 
 impl AppState {
     /// State with no model yet: prediction routes answer 503 until [`AppState::set_pipeline`].
-    pub fn new(config: &Config, audit: Option<AuditLog>) -> Self {
+    pub fn new(config: &Config, audit: Option<AuditLog>, keys: Option<KeyStore>) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 pipeline: OnceLock::new(),
@@ -35,6 +37,7 @@ impl AppState {
                 queue_capacity: config.max_queue_size,
                 metrics: Arc::default(),
                 audit,
+                keys,
             }),
         }
     }
@@ -77,6 +80,11 @@ impl AppState {
             queue_capacity: self.inner.queue_capacity,
         };
         self.inner.metrics.render(&snapshot)
+    }
+
+    /// The API keys, when the server requires one.
+    pub fn keys(&self) -> Option<&KeyStore> {
+        self.inner.keys.as_ref()
     }
 
     /// The audit trail, when the server keeps one.

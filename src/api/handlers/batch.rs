@@ -2,8 +2,8 @@
 //! DICOM views.
 
 use super::{
-    count_assessments, media_type, read_options, record_audit, rejected, request_id, timing,
-    timing_headers, TimingHeaders,
+    count_assessments, media_type, read_options, record_audit, rejected, timing, timing_headers,
+    Caller, TimingHeaders,
 };
 use crate::api::dto::{
     BatchRequest, BatchResponse, BatchResult, BatchUpload, ExamSummary, ModelRef, PredictResponse,
@@ -11,7 +11,6 @@ use crate::api::dto::{
 };
 use crate::api::error::{ApiError, Problem};
 use crate::api::state::AppState;
-use crate::audit;
 use crate::model::exam::{summarise, View};
 use crate::pipeline::Reading;
 use axum::body::Bytes;
@@ -53,7 +52,7 @@ pub async fn batch(
     let started = Instant::now();
     let options = read_options(query)?;
     let pipeline = state.pipeline()?.clone();
-    let request_id = request_id(&request);
+    let caller = Caller::of(&request);
     let items = read_batch(request, &state).await?;
     if items.is_empty() {
         return Err(ApiError::BadRequest("the batch has no items".into()));
@@ -71,11 +70,7 @@ pub async fn batch(
         .map(|r| r.and_then(|_| Ok(read.next().expect("one reading per image sent")?)))
         .collect();
     count_assessments(&state, outcomes.iter().filter_map(|o| o.as_ref().ok()));
-    let asked = audit::Request {
-        request_id: &request_id,
-        route: "/batch",
-        model_version: &pipeline.model().metadata.version,
-    };
+    let asked = caller.audit("/batch", &pipeline.model().metadata.version);
     let each = ids.iter().map(String::as_str).map(Some);
     record_audit(
         &state,

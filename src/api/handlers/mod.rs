@@ -9,6 +9,7 @@ pub use batch::*;
 pub use predict::*;
 pub use status::*;
 
+use super::auth::KeyName;
 use super::dto::{ReadOptions, Timing};
 use super::error::ApiError;
 use super::state::AppState;
@@ -17,6 +18,7 @@ use crate::pipeline::{Reading, Readings};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request};
 use axum::http::{header, StatusCode};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The media type of a request, lower-cased, without parameters; `None` when absent.
@@ -77,14 +79,34 @@ fn read_options(
         .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
 }
 
-/// The request's `x-request-id` (set by the middleware when the caller sent none).
-fn request_id(request: &Request) -> String {
-    request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
+/// Who sent a request: its `x-request-id` (set by the middleware when the caller sent none)
+/// and the name of the API key it was let in with.
+struct Caller {
+    request_id: String,
+    key: Option<Arc<str>>,
+}
+
+impl Caller {
+    fn of(request: &Request) -> Caller {
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let key = request.extensions().get::<KeyName>().map(|k| k.0.clone());
+        Caller { request_id, key }
+    }
+
+    /// The audit trail's view of this caller on `route`, for `model_version`.
+    fn audit<'a>(&'a self, route: &'a str, model_version: &'a str) -> audit::Request<'a> {
+        audit::Request {
+            request_id: &self.request_id,
+            key: self.key.as_deref(),
+            route,
+            model_version,
+        }
+    }
 }
 
 /// Writes each image's outcome to the audit trail, when the server keeps one.

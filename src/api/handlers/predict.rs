@@ -1,13 +1,12 @@
 //! `POST /predict`: one mammogram.
 
 use super::{
-    count_assessments, media_type, read_options, record_audit, rejected, request_id, timing,
-    timing_headers, TimingHeaders,
+    count_assessments, media_type, read_options, record_audit, rejected, timing, timing_headers,
+    Caller, TimingHeaders,
 };
 use crate::api::dto::{PredictResponse, PredictUpload, ReadOptions};
 use crate::api::error::{ApiError, Problem};
 use crate::api::state::AppState;
-use crate::audit;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -54,18 +53,14 @@ pub async fn predict(
     let started = Instant::now();
     let options = read_options(query)?;
     let pipeline = state.pipeline()?.clone();
-    let request_id = request_id(&request);
+    let caller = Caller::of(&request);
     let bytes = read_single_image(request, &state).await?;
     let mut readings = pipeline
         .read(vec![bytes], Some(state.deadline(started)))
         .await?;
     let timing = timing(&readings, started);
     let reading = readings.images.remove(0).map_err(ApiError::from);
-    let asked = audit::Request {
-        request_id: &request_id,
-        route: "/predict",
-        model_version: &pipeline.model().metadata.version,
-    };
+    let asked = caller.audit("/predict", &pipeline.model().metadata.version);
     record_audit(
         &state,
         &asked,
