@@ -49,26 +49,24 @@ async fn a_mammogram_is_assessed_and_an_out_of_distribution_image_is_declined_wi
 
     // Asked for, the labels come back and the status stays.
     let response = server
-        .client
-        .post(server.url("/predict?include_unassessable=true"))
-        .header("content-type", "image/png")
-        .body(fixture("proxy_inverted_d3b.png"))
-        .send()
-        .await
-        .unwrap();
+        .post_bytes(
+            "/predict?include_unassessable=true",
+            fixture("proxy_inverted_d3b.png"),
+            "image/png",
+        )
+        .await;
     let with_labels: Value = response.json().await.unwrap();
     assert_eq!(with_labels["assessment"]["status"], "not_assessable");
     assert!(with_labels["density"]["label"].is_string());
     assert!(with_labels["malignancy"]["probability"].is_number());
 
     let bad = server
-        .client
-        .post(server.url("/predict?include_unassessable=perhaps"))
-        .header("content-type", "image/png")
-        .body(fixture("proxy_inverted_d3b.png"))
-        .send()
-        .await
-        .unwrap();
+        .post_bytes(
+            "/predict?include_unassessable=perhaps",
+            fixture("proxy_inverted_d3b.png"),
+            "image/png",
+        )
+        .await;
     let problem = expect_problem(bad, 400).await;
     assert!(problem["detail"]
         .as_str()

@@ -9,12 +9,21 @@ use common::*;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// A fresh audit file for one test, under the target directory.
-fn audit_path(name: &str) -> PathBuf {
+/// A server on the test model with the detector, keeping its audit trail in a fresh file
+/// named for the test (under the target directory).
+async fn start_audited(name: &str) -> (TestServer, PathBuf) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let path = dir.join(format!("audit-{name}-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    path
+    let model = ood_test_model();
+    let server = start(config(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--audit-log",
+        path.to_str().unwrap(),
+    ]))
+    .await;
+    (server, path)
 }
 
 fn lines(path: &PathBuf) -> Vec<Value> {
@@ -27,15 +36,7 @@ fn lines(path: &PathBuf) -> Vec<Value> {
 
 #[tokio::test]
 async fn every_image_answered_or_refused_is_one_line_without_patient_attributes() {
-    let path = audit_path("images");
-    let model = ood_test_model();
-    let server = start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--audit-log",
-        path.to_str().unwrap(),
-    ]))
-    .await;
+    let (server, path) = start_audited("images").await;
 
     let response = server
         .client
@@ -94,23 +95,14 @@ async fn every_image_answered_or_refused_is_one_line_without_patient_attributes(
 
 #[tokio::test]
 async fn labels_asked_for_on_a_declined_image_are_recorded() {
-    let path = audit_path("asked");
-    let model = ood_test_model();
-    let server = start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--audit-log",
-        path.to_str().unwrap(),
-    ]))
-    .await;
+    let (server, path) = start_audited("asked").await;
     let response = server
-        .client
-        .post(server.url("/predict?include_unassessable=true"))
-        .header("content-type", "image/png")
-        .body(fixture("proxy_inverted_d3b.png"))
-        .send()
-        .await
-        .unwrap();
+        .post_bytes(
+            "/predict?include_unassessable=true",
+            fixture("proxy_inverted_d3b.png"),
+            "image/png",
+        )
+        .await;
     let body: Value = response.json().await.unwrap();
     let trail = lines(&path);
     assert_eq!(trail.len(), 1);

@@ -107,13 +107,8 @@ async fn batch_limits_and_malformed_bodies_are_refused() {
     let empty = server.post_json("/batch", &json!({"items": []})).await;
     expect_problem(empty, 400).await;
     let syntax = server
-        .client
-        .post(server.url("/batch"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+        .post_bytes("/batch", b"{not json".to_vec(), "application/json")
+        .await;
     expect_problem(syntax, 400).await;
     let schema = server.post_json("/batch", &json!({"images": []})).await;
     expect_problem(schema, 422).await;
@@ -126,13 +121,8 @@ async fn batch_limits_and_malformed_bodies_are_refused() {
         .await;
     assert_eq!(raw.status(), 200, "sanity: /predict still fine");
     let response = server
-        .client
-        .post(server.url("/batch"))
-        .header("content-type", "image/jpeg")
-        .body(fixture("d1b_Image_2.jpg"))
-        .send()
-        .await
-        .unwrap();
+        .post_bytes("/batch", fixture("d1b_Image_2.jpg"), "image/jpeg")
+        .await;
     expect_problem(response, 415).await;
 }
 

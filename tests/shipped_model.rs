@@ -70,13 +70,12 @@ async fn the_default_model_is_the_shipped_trained_model() {
         ("mg_left_mlo.dcm", "D3M"),
     ] {
         let response = server
-            .client
-            .post(server.url("/predict?include_unassessable=true"))
-            .header("content-type", "application/dicom")
-            .body(fixture(&format!("dicom/{name}")))
-            .send()
-            .await
-            .unwrap();
+            .post_bytes(
+                "/predict?include_unassessable=true",
+                fixture(&format!("dicom/{name}")),
+                "application/dicom",
+            )
+            .await;
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["class"]["label"], class, "{name}");
     }

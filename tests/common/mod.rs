@@ -148,8 +148,18 @@ impl TestServer {
     }
 
     pub async fn post_image(&self, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.post_bytes("/predict", bytes, content_type).await
+    }
+
+    /// POSTs `bytes` as `content_type` to `path` (which may carry a query).
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> reqwest::Response {
         self.client
-            .post(self.url("/predict"))
+            .post(self.url(path))
             .header("content-type", content_type)
             .body(bytes)
             .send()
