@@ -98,6 +98,15 @@ pub struct Config {
     /// client can hold.
     #[arg(long, env = "MAMMO_HEADER_READ_TIMEOUT", default_value_t = 10.0)]
     pub header_read_timeout: f64,
+    /// Seconds between a shutdown signal and closing the listener: `/health/ready` answers 503
+    /// at once while new requests are still served, so that a load balancer or Kubernetes takes
+    /// the instance out of rotation before connections are refused.
+    #[arg(long, env = "MAMMO_SHUTDOWN_DELAY", default_value_t = 0.0)]
+    pub shutdown_delay: f64,
+    /// Seconds requests in flight may take to finish once the listener is closed; connections
+    /// still open then are dropped.
+    #[arg(long, env = "MAMMO_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
     /// Most open client connections; one more is closed as soon as it is accepted.
     #[arg(long, env = "MAMMO_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -165,9 +174,15 @@ impl Config {
                 "--max-queue-delay-ms must be zero or a positive number".into(),
             ));
         }
+        if !(self.shutdown_delay.is_finite() && self.shutdown_delay >= 0.0) {
+            return Err(ConfigError(
+                "--shutdown-delay must be zero or a positive number of seconds".into(),
+            ));
+        }
         for (flag, seconds) in [
             ("--request-timeout", self.request_timeout),
             ("--header-read-timeout", self.header_read_timeout),
+            ("--shutdown-timeout", self.shutdown_timeout),
         ] {
             if !(seconds.is_finite() && seconds > 0.0) {
                 return Err(ConfigError(format!(
@@ -250,6 +265,7 @@ impl Config {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs_f64(self.header_read_timeout),
             max_connections: self.max_connections,
+            drain_timeout: Duration::from_secs_f64(self.shutdown_timeout),
         }
     }
 }

@@ -23,10 +23,13 @@ pub struct ConnectionLimits {
     /// Open connections at most; one more is closed as soon as it is accepted, so that a
     /// flood of sockets cannot exhaust the process's file descriptors.
     pub max_connections: usize,
+    /// How long requests in flight may take to finish once the listener has closed.
+    pub drain_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting (new connections
-/// are refused), closes idle connections and waits for the requests in flight to be answered.
+/// are refused), closes idle connections and waits for the requests in flight to be answered,
+/// at most `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -76,5 +79,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    draining.shutdown().await;
+    if tokio::time::timeout(limits.drain_timeout, draining.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = limits.drain_timeout.as_secs_f64(),
+            "requests still in flight at the end of --shutdown-timeout: their connections are dropped"
+        );
+    }
 }

@@ -103,12 +103,23 @@ impl Server {
             .state
             .keys()
             .map(|keys| tokio::spawn(keys.clone().watch(KEYS_CHECK_INTERVAL)));
+        let state = self.state.clone();
+        let delay = Duration::from_secs_f64(self.config.shutdown_delay);
+        let stopping = async move {
+            shutdown.await;
+            state.set_stopping();
+            tracing::info!(
+                delay_seconds = delay.as_secs_f64(),
+                "stopping: readiness fails now, the listener closes after the delay"
+            );
+            tokio::time::sleep(delay).await;
+        };
         let app = api::router(self.state, &self.config);
         connections::serve(
             self.listener,
             app,
             self.config.connection_limits(),
-            shutdown,
+            stopping,
         )
         .await;
         if let Some(watching) = watching {

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 /// Floats in one test tensor (the gate backend reads any length).
 const LEN: usize = 48;
-/// How long a test waits for the engine before it fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn options(queue: usize, batch: usize) -> EngineOptions {
     EngineOptions {

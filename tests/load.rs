@@ -10,10 +10,6 @@ use common::*;
 use futures_util::future::join_all;
 use mammo_serve::engine::gate::Gate;
 use serde_json::Value;
-use std::time::Duration;
-
-/// How long a test waits for the engine before it fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Class probabilities of one response, in a fixed order.
 fn class_vector(p: &Value) -> Vec<f64> {

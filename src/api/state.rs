@@ -6,6 +6,7 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::{Metrics, Snapshot};
 use crate::pipeline::Pipeline;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     audit: Option<AuditLog>,
     keys: Option<KeyStore>,
+    /// Set once shutdown has begun: readiness fails from then on.
+    stopping: AtomicBool,
 }
 
 impl AppState {
@@ -38,6 +41,7 @@ impl AppState {
                 metrics: Arc::default(),
                 audit,
                 keys,
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -80,6 +84,15 @@ impl AppState {
             queue_capacity: self.inner.queue_capacity,
         };
         self.inner.metrics.render(&snapshot)
+    }
+
+    /// Marks the server as stopping: `/health/ready` answers 503 from now on.
+    pub fn set_stopping(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Relaxed)
     }
 
     /// The API keys, when the server requires one.

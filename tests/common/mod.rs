@@ -96,10 +96,14 @@ pub fn config(extra: &[&str]) -> Config {
 }
 
 /// A running server; stops gracefully when dropped.
+/// How long a test waits for something the server must do before it fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -168,11 +172,24 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
+impl TestServer {
+    /// Sends the server its shutdown signal (as SIGTERM does for the binary).
+    pub fn begin_shutdown(&self) {
+        if let Some(stop) = self.stop.lock().unwrap().take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Whether the server has stopped serving within `within` of now.
+    pub async fn stopped(&mut self, within: Duration) -> bool {
+        let serving = self.serving.take().expect("still serving");
+        tokio::time::timeout(within, serving).await.is_ok()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_shutdown();
     }
 }
 
@@ -226,7 +243,7 @@ pub async fn start_gated(config: Config, gate: &Gate) -> TestServer {
 fn serve(server: Server) -> TestServer {
     let addr = server.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
+    let serving = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder()
@@ -236,7 +253,8 @@ fn serve(server: Server) -> TestServer {
     TestServer {
         addr,
         client,
-        stop: Some(stop),
+        stop: std::sync::Mutex::new(Some(stop)),
+        serving: Some(serving),
     }
 }
 

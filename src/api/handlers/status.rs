@@ -23,7 +23,7 @@ pub async fn live() -> Json<Health> {
     get,
     path = "/health/ready",
     tag = "health",
-    responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading", body = Health))
+    responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading, or stopping", body = Health))
 )]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     health_report(&state)
@@ -34,13 +34,24 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     get,
     path = "/health",
     tag = "health",
-    responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading", body = Health))
+    responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading, or stopping", body = Health))
 )]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     health_report(&state)
 }
 
 fn health_report(state: &AppState) -> (StatusCode, Json<Health>) {
+    if state.is_stopping() {
+        // Taken out of rotation before the listener closes (see `--shutdown-delay`).
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "stopping".into(),
+                execution_provider: None,
+                model: None,
+            }),
+        );
+    }
     match state.pipeline() {
         Ok(pipeline) => (
             StatusCode::OK,
