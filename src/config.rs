@@ -6,7 +6,7 @@ use crate::engine::onnx::{Device, GpuOptions, SessionOptions, DEFAULT_ORT_LIB};
 use crate::engine::EngineOptions;
 use crate::imaging::DecodeLimits;
 use crate::pipeline::OnnxOptions;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -116,6 +116,10 @@ pub struct Config {
     /// whoever reaches the port (a start-up warning says so).
     #[arg(long, env = "MAMMO_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Serve `/metrics` on this address instead of the API port, without API keys (e.g. an
+    /// internal interface for Prometheus, `10.0.0.5:9100`).
+    #[arg(long, env = "MAMMO_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Origins a browser application may call the API from (CORS), e.g.
     /// `https://viewer.example.org`; repeat the flag or separate with commas. Off when not given.
     #[arg(long, env = "MAMMO_CORS_ALLOW_ORIGIN", value_delimiter = ',')]

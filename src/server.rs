@@ -15,11 +15,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// A bound server whose model is not loaded yet.
 pub struct Server {
     config: Config,
     listener: TcpListener,
+    /// The separate listener for `/metrics` (`--metrics-addr`).
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     environment: Environment,
 }
@@ -40,6 +43,14 @@ impl Server {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("could not listen on {address}"))?;
+        let metrics_listener = match config.metrics_addr {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("could not listen for metrics on {address}"))?,
+            ),
+            None => None,
+        };
         let audit =
             match &config.audit_log {
                 Some(path) => Some(AuditLog::open(path).with_context(|| {
@@ -62,9 +73,20 @@ impl Server {
         Ok(Server {
             config,
             listener,
+            metrics_listener,
             state,
             environment,
         })
+    }
+
+    /// The address the `/metrics` listener bound, with `--metrics-addr`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let listener = self.metrics_listener.as_ref()?;
+        Some(
+            listener
+                .local_addr()
+                .expect("a bound listener has an address"),
+        )
     }
 
     /// The address actually bound (useful with port 0).
@@ -105,23 +127,34 @@ impl Server {
             .map(|keys| tokio::spawn(keys.clone().watch(KEYS_CHECK_INTERVAL)));
         let state = self.state.clone();
         let delay = Duration::from_secs_f64(self.config.shutdown_delay);
-        let stopping = async move {
+        // One signal, seen by every listener once the delay has passed.
+        let (closing, closed) = watch::channel(false);
+        tokio::spawn(async move {
             shutdown.await;
             state.set_stopping();
             tracing::info!(
                 delay_seconds = delay.as_secs_f64(),
-                "stopping: readiness fails now, the listener closes after the delay"
+                "stopping: readiness fails now, the listeners close after the delay"
             );
             tokio::time::sleep(delay).await;
+            let _ = closing.send(true);
+        });
+        let until_closed = move || {
+            let mut closed = closed.clone();
+            async move {
+                let _ = closed.wait_for(|c| *c).await;
+            }
         };
+        let limits = self.config.connection_limits();
+        let metrics = self.metrics_listener.map(|listener| {
+            let app = api::metrics_router(self.state.clone());
+            tokio::spawn(connections::serve(listener, app, limits, until_closed()))
+        });
         let app = api::router(self.state, &self.config);
-        connections::serve(
-            self.listener,
-            app,
-            self.config.connection_limits(),
-            stopping,
-        )
-        .await;
+        connections::serve(self.listener, app, limits, until_closed()).await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         if let Some(watching) = watching {
             watching.abort();
         }

@@ -155,3 +155,40 @@ async fn a_malformed_keys_file_stops_start_up_naming_the_line() {
     assert!(error.contains("line 2"), "{error}");
     assert!(!error.contains("not-a-hash"), "{error}");
 }
+
+#[tokio::test]
+async fn metrics_on_their_own_listener_need_no_key_and_leave_the_api_port() {
+    let keys = file("keys-metrics", &line("viewer", "v-key"));
+    let server = start(config(&[
+        "--api-keys-file",
+        keys.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]))
+    .await;
+    let metrics_addr = server.metrics_addr.expect("a metrics listener");
+    assert_ne!(metrics_addr, server.addr);
+    let scrape = server
+        .client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert!(scrape.text().await.unwrap().contains("mammo_model_info"));
+    let elsewhere = server
+        .client
+        .get(format!("http://{metrics_addr}/v1/model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        elsewhere.status(),
+        404,
+        "only /metrics on the metrics listener"
+    );
+    assert_eq!(
+        get_with(&server, "/metrics", Some("v-key")).await.status(),
+        404
+    );
+}

@@ -132,11 +132,14 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency)),
         );
     // Everything but the probes needs a key when the server has keys.
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route("/health", get(handlers::health))
         .route("/v1/model", get(handlers::model))
-        .route("/metrics", get(handlers::metrics))
-        .merge(inference)
+        .merge(inference);
+    if config.metrics_addr.is_none() {
+        protected = protected.route("/metrics", get(handlers::metrics));
+    }
+    let protected = protected
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let app = Router::new()
@@ -219,6 +222,14 @@ async fn track(
     let response = next.run(request).await;
     metrics.request_finished(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// `/metrics` alone, for its own listener (`--metrics-addr`): no API key, no other route.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .with_state(state)
 }
 
 /// Lets a request through when the server has no keys, or when it presents a valid one as

@@ -101,6 +101,8 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The `/metrics` listener's address, with `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     serving: Option<tokio::task::JoinHandle<()>>,
@@ -242,6 +244,7 @@ pub async fn start_gated(config: Config, gate: &Gate) -> TestServer {
 /// Serves `server` in the background until the returned handle is dropped.
 fn serve(server: Server) -> TestServer {
     let addr = server.local_addr();
+    let metrics_addr = server.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
@@ -252,6 +255,7 @@ fn serve(server: Server) -> TestServer {
         .unwrap();
     TestServer {
         addr,
+        metrics_addr,
         client,
         stop: std::sync::Mutex::new(Some(stop)),
         serving: Some(serving),
