@@ -1,7 +1,7 @@
 //! Start-up and shutdown: check the library and model, bind, load the model in the
 //! background (ready only after warm-up), serve until SIGTERM/SIGINT, drain in-flight requests.
 
-use crate::api::auth::KeyStore;
+use crate::api::auth::{self, KeyStore};
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
 /// A bound server whose model is not loaded yet.
@@ -23,6 +24,8 @@ pub struct Server {
     listener: TcpListener,
     /// The separate listener for `/metrics` (`--metrics-addr`).
     metrics_listener: Option<TcpListener>,
+    /// SIGHUP, registered with the keys so that it never ends the process.
+    hangups: Option<Signal>,
     state: AppState,
     environment: Environment,
 }
@@ -69,11 +72,13 @@ impl Server {
                 None
             }
         };
+        let hangups = keys.as_ref().and_then(|_| auth::hangups());
         let state = AppState::new(&config, audit, keys);
         Ok(Server {
             config,
             listener,
             metrics_listener,
+            hangups,
             state,
             environment,
         })
@@ -124,7 +129,7 @@ impl Server {
         let watching = self
             .state
             .keys()
-            .map(|keys| tokio::spawn(keys.clone().watch(KEYS_CHECK_INTERVAL)));
+            .map(|keys| tokio::spawn(keys.clone().watch(KEYS_CHECK_INTERVAL, self.hangups)));
         let state = self.state.clone();
         let delay = Duration::from_secs_f64(self.config.shutdown_delay);
         // One signal, seen by every listener once the delay has passed.

@@ -292,3 +292,45 @@ async fn dicom_patient_attributes_never_reach_the_logs_even_at_trace_level() {
         "no DICOM attribute is logged, not even the study UID"
     );
 }
+
+#[tokio::test]
+async fn sighup_re_reads_the_api_keys_and_keys_are_never_logged() {
+    use sha2::{Digest, Sha256};
+    let line = |name: &str, key: &str| {
+        let hash: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{name}:{hash}\n")
+    };
+    let keys = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("keys-sighup-{}", std::process::id()));
+    std::fs::write(&keys, line("old", "old-key")).unwrap();
+    let mut server = Running::start(&["--api-keys-file", keys.to_str().unwrap()]);
+    server.wait_for("ready");
+
+    // Same length and the old modification time: only the signal can make the server look.
+    let modified = std::fs::metadata(&keys).unwrap().modified().unwrap();
+    std::fs::write(&keys, line("new", "new-key")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&keys)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reread = server.wait_for("API keys re-read");
+    assert_eq!(reread["fields"]["keys"], 1);
+
+    while let Ok(line) = server.logs.try_recv() {
+        server.seen.push(line);
+    }
+    let all_logs: String = server.seen.iter().map(|l| l.to_string()).collect();
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let hash = text.trim().split_once(':').unwrap().1;
+    assert!(!all_logs.contains(hash) && !all_logs.contains("new-key"));
+}

@@ -1,13 +1,14 @@
 //! API keys: who may call the service. Keys live in a file of `NAME:SHA256` lines (the
 //! lowercase hex SHA-256 of each key, so the file holds no key itself); a request presents
-//! `Authorization: Bearer KEY`. The file is re-read when it changes, so keys are added and
-//! revoked without a restart. Keys and hashes are never logged; the key's name is what the
+//! `Authorization: Bearer KEY`. The file is re-read when it changes or on SIGHUP, so keys are
+//! added and revoked without a restart. Keys and hashes are never logged; the key's name is what the
 //! audit trail records.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// The name of the key a request was let in with (a request extension).
 #[derive(Debug, Clone)]
@@ -112,15 +113,27 @@ impl KeyStore {
             .name_of(key)
     }
 
-    /// Re-reads the file whenever its modification time or length changes, checking every
-    /// `every`; a file that became unreadable or malformed keeps the keys in force (logged).
-    pub async fn watch(self, every: Duration) {
+    /// Re-reads the file on SIGHUP, and whenever its modification time or length changes,
+    /// checking every `every`; a file that became unreadable or malformed keeps the keys in
+    /// force (logged).
+    /// `hangups` is registered by the caller before the server reports ready, so that a
+    /// SIGHUP can never meet the default action (which ends the process).
+    pub async fn watch(self, every: Duration, mut hangups: Option<Signal>) {
         let mut seen = stamp(&self.path);
         let mut ticks = tokio::time::interval(every);
         loop {
-            ticks.tick().await;
+            let hangup = async {
+                match hangups.as_mut() {
+                    Some(signals) => signals.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let asked = tokio::select! {
+                _ = ticks.tick() => false,
+                _ = hangup => true,
+            };
             let now = stamp(&self.path);
-            if now == seen {
+            if now == seen && !asked {
                 continue;
             }
             seen = now;
@@ -133,6 +146,14 @@ impl KeyStore {
             }
         }
     }
+}
+
+/// The SIGHUP stream that asks for the keys to be re-read; `None` (logged) where none can be
+/// registered.
+pub fn hangups() -> Option<Signal> {
+    signal(SignalKind::hangup())
+        .map_err(|error| tracing::warn!(%error, "no SIGHUP handler: keys re-read on change only"))
+        .ok()
 }
 
 fn read(path: &Path) -> Result<ApiKeys, String> {
