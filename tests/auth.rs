@@ -16,16 +16,6 @@ fn file(name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// A keys-file line for `key` under `name`.
-fn line(name: &str, key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let hash: String = Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{name}:{hash}\n")
-}
-
 async fn get_with(server: &TestServer, path: &str, key: Option<&str>) -> reqwest::Response {
     let request = server.client.get(server.url(path));
     let request = match key {
@@ -41,8 +31,8 @@ async fn only_the_probes_are_open_and_a_valid_key_is_served() {
         "keys-basic",
         &format!(
             "# test keys\n{}{}",
-            line("viewer", "v-key-1"),
-            line("router", "r-key-2")
+            key_line("viewer", "v-key-1"),
+            key_line("router", "r-key-2")
         ),
     );
     let audit = file("audit-auth.jsonl", "");
@@ -108,7 +98,7 @@ async fn only_the_probes_are_open_and_a_valid_key_is_served() {
 
 #[tokio::test]
 async fn keys_added_and_revoked_in_the_file_take_effect_without_a_restart() {
-    let keys = file("keys-reload", &line("old", "old-key"));
+    let keys = file("keys-reload", &key_line("old", "old-key"));
     let server = start(config(&["--api-keys-file", keys.to_str().unwrap()])).await;
     assert_eq!(
         get_with(&server, "/v1/model", Some("old-key"))
@@ -119,7 +109,7 @@ async fn keys_added_and_revoked_in_the_file_take_effect_without_a_restart() {
 
     std::fs::write(
         &keys,
-        format!("# rotated\n{}", line("new", "new-key-longer")),
+        format!("# rotated\n{}", key_line("new", "new-key-longer")),
     )
     .unwrap();
     // Tried until the server has re-read the file (it checks every few seconds).
@@ -147,7 +137,7 @@ async fn keys_added_and_revoked_in_the_file_take_effect_without_a_restart() {
 async fn a_malformed_keys_file_stops_start_up_naming_the_line() {
     let keys = file(
         "keys-bad",
-        &format!("{}viewer:not-a-hash\n", line("ok", "k")),
+        &format!("{}viewer:not-a-hash\n", key_line("ok", "k")),
     );
     let mut config = config(&[]);
     config.api_keys_file = Some(keys);
@@ -158,7 +148,7 @@ async fn a_malformed_keys_file_stops_start_up_naming_the_line() {
 
 #[tokio::test]
 async fn metrics_on_their_own_listener_need_no_key_and_leave_the_api_port() {
-    let keys = file("keys-metrics", &line("viewer", "v-key"));
+    let keys = file("keys-metrics", &key_line("viewer", "v-key"));
     let server = start(config(&[
         "--api-keys-file",
         keys.to_str().unwrap(),

@@ -295,23 +295,15 @@ async fn dicom_patient_attributes_never_reach_the_logs_even_at_trace_level() {
 
 #[tokio::test]
 async fn sighup_re_reads_the_api_keys_and_keys_are_never_logged() {
-    use sha2::{Digest, Sha256};
-    let line = |name: &str, key: &str| {
-        let hash: String = Sha256::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{name}:{hash}\n")
-    };
     let keys = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("keys-sighup-{}", std::process::id()));
-    std::fs::write(&keys, line("old", "old-key")).unwrap();
+    std::fs::write(&keys, key_line("old", "old-key")).unwrap();
     let mut server = Running::start(&["--api-keys-file", keys.to_str().unwrap()]);
     server.wait_for("ready");
 
     // Same length and the old modification time: only the signal can make the server look.
     let modified = std::fs::metadata(&keys).unwrap().modified().unwrap();
-    std::fs::write(&keys, line("new", "new-key")).unwrap();
+    std::fs::write(&keys, key_line("new", "new-key")).unwrap();
     std::fs::File::options()
         .write(true)
         .open(&keys)

@@ -399,3 +399,13 @@ pub fn form(parts: Vec<(&'static str, Vec<u8>)>) -> reqwest::multipart::Form {
             form.part(name, reqwest::multipart::Part::bytes(bytes))
         })
 }
+
+/// A line of an API keys file: `name:` and the lowercase hex SHA-256 of `key`.
+pub fn key_line(name: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{name}:{hash}\n")
+}
