@@ -14,6 +14,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// The pause after a failed accept before the next try.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// What one client connection may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -50,9 +53,11 @@ pub async fn serve(
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of descriptors or a connection reset before accept: the listener
-                    // itself is fine; yield so that a persistent error does not spin.
+                    // itself is fine. A persistent error (descriptors exhausted) would make
+                    // this loop spin a core and flood the log, so it backs off before the
+                    // next accept; connections already open keep being served meanwhile.
                     tracing::warn!(%error, "could not accept a connection");
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },

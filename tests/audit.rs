@@ -26,14 +26,6 @@ async fn start_audited(name: &str) -> (TestServer, PathBuf) {
     (server, path)
 }
 
-fn lines(path: &PathBuf) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn every_image_answered_or_refused_is_one_line_without_patient_attributes() {
     let (server, path) = start_audited("images").await;
@@ -58,7 +50,7 @@ async fn every_image_answered_or_refused_is_one_line_without_patient_attributes(
     let response = server.post_multipart("/batch", batch).await;
     assert_eq!(response.status(), 200);
 
-    let trail = lines(&path);
+    let trail = jsonl(&path);
     assert_eq!(trail.len(), 4, "{trail:#?}");
     let dicom = &trail[0];
     assert_eq!(dicom["request_id"], "audit-dicom-1");
@@ -104,7 +96,7 @@ async fn labels_asked_for_on_a_declined_image_are_recorded() {
         )
         .await;
     let body: Value = response.json().await.unwrap();
-    let trail = lines(&path);
+    let trail = jsonl(&path);
     assert_eq!(trail.len(), 1);
     assert_eq!(trail[0]["status"], "not_assessable");
     assert_eq!(trail[0]["labels"]["class"], body["class"]["label"]);

@@ -409,3 +409,12 @@ pub fn key_line(name: &str, key: &str) -> String {
         .collect();
     format!("{name}:{hash}\n")
 }
+
+/// The JSON values of a JSON-lines file (an audit trail), one per line.
+pub fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
