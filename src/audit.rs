@@ -79,7 +79,6 @@ impl AuditLog {
         let prediction = &reading.prediction;
         let status = prediction.assessment.status;
         self.write(Entry {
-            status: status.name(),
             sop_instance_uid: reading.dicom.as_ref().map(|d| d.sop_instance_uid.as_str()),
             labels: (labels_given || status == Status::Assessed).then(|| Labels {
                 class: prediction.class.to_string(),
@@ -87,16 +86,15 @@ impl AuditLog {
                 malignancy: prediction.malignancy.call().name(),
                 malignancy_probability: prediction.malignancy.probability,
             }),
-            ..Entry::new(request, item)
+            ..Entry::new(request, item, status.name())
         });
     }
 
     /// Records an image that was refused with an HTTP status.
     pub fn refused(&self, request: &Request, item: Option<&str>, problem_status: u16) {
         self.write(Entry {
-            status: "refused",
             problem_status: Some(problem_status),
-            ..Entry::new(request, item)
+            ..Entry::new(request, item, "refused")
         });
     }
 
@@ -114,7 +112,8 @@ impl AuditLog {
 }
 
 impl<'a> Entry<'a> {
-    fn new(request: &Request<'a>, item: Option<&'a str>) -> Entry<'a> {
+    /// The line for one image with `status`, before what only some lines carry.
+    fn new(request: &Request<'a>, item: Option<&'a str>, status: &'a str) -> Entry<'a> {
         Entry {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             request_id: request.request_id,
@@ -123,7 +122,7 @@ impl<'a> Entry<'a> {
             item,
             sop_instance_uid: None,
             model_version: request.model_version,
-            status: "refused",
+            status,
             problem_status: None,
             labels: None,
         }
