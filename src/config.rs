@@ -80,6 +80,12 @@ pub struct Config {
     /// Largest /batch body in bytes.
     #[arg(long, env = "MAMMO_MAX_BATCH_BODY_BYTES", default_value_t = 256 * MIB)]
     pub max_batch_body_bytes: usize,
+    /// Most request body bytes held at once across /predict and /batch. A request is charged
+    /// its Content-Length (or its route's body limit when it sends none) before its body is
+    /// read; one the budget cannot take gets 429 at once. Bounds the memory bodies can take,
+    /// whatever the number of clients.
+    #[arg(long, env = "MAMMO_MAX_INFLIGHT_BYTES", default_value_t = 512 * MIB)]
+    pub max_inflight_bytes: usize,
     /// Most items in one /batch request.
     #[arg(long, env = "MAMMO_MAX_BATCH_ITEMS", default_value_t = 64)]
     pub max_batch_items: usize,
@@ -116,6 +122,13 @@ pub struct Config {
     /// whoever reaches the port (a start-up warning says so).
     #[arg(long, env = "MAMMO_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) for HTTPS on the API port; with --tls-key. Re-read
+    /// when it changes. Without the pair the port speaks plain HTTP (TLS ends at an ingress).
+    #[arg(long, env = "MAMMO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "MAMMO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve `/metrics` on this address instead of the API port, without API keys (e.g. an
     /// internal interface for Prometheus, `10.0.0.5:9100`).
     #[arg(long, env = "MAMMO_METRICS_ADDR")]
@@ -154,6 +167,7 @@ impl Config {
             ("--max-queue-size", self.max_queue_size),
             ("--max-body-bytes", self.max_body_bytes),
             ("--max-batch-body-bytes", self.max_batch_body_bytes),
+            ("--max-inflight-bytes", self.max_inflight_bytes),
             ("--max-batch-items", self.max_batch_items),
             ("--max-concurrency", self.max_concurrency),
             ("--max-connections", self.max_connections),
@@ -166,6 +180,17 @@ impl Config {
             return Err(ConfigError(
                 "--fp16 applies to TensorRT: use it with --device tensorrt or auto".into(),
             ));
+        }
+        for (flag, limit) in [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-batch-body-bytes", self.max_batch_body_bytes),
+        ] {
+            if limit > self.max_inflight_bytes {
+                return Err(ConfigError(format!(
+                    "{flag} ({limit}) must not exceed --max-inflight-bytes ({}): a body that large could never be admitted",
+                    self.max_inflight_bytes
+                )));
+            }
         }
         if self.max_batch_items > self.max_queue_size {
             return Err(ConfigError(format!(
@@ -317,6 +342,11 @@ mod tests {
             assert!(error.contains(bad[0]), "{error}");
         }
         assert!(parse(&["--max-queue-delay-ms=-1"]).validate().is_err());
+        let error = parse(&["--max-inflight-bytes", "1000000"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--max-body-bytes"), "{error}");
         assert!(
             parse(&["--max-batch-items", "65", "--max-queue-size", "64"])
                 .validate()

@@ -6,13 +6,15 @@
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// The pause after a failed accept before the next try.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -30,13 +32,14 @@ pub struct ConnectionLimits {
     pub drain_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting (new connections
-/// are refused), closes idle connections and waits for the requests in flight to be answered,
-/// at most `drain_timeout`.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` resolves; then
+/// stops accepting (new connections are refused), closes idle connections and waits for the
+/// requests in flight to be answered, at most `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -46,6 +49,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -71,14 +75,27 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = draining.watch(connection);
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            app: app.clone(),
+            watcher: draining.watcher(),
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            match tls {
+                None => connection.serve(stream).await,
+                // The handshake counts against the header-read timeout: a client that opens
+                // a socket and never finishes it holds a slot no longer than one that never
+                // sends its headers.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake not finished in time"),
+                    }
+                }
             }
             drop(slot);
         });
@@ -92,5 +109,29 @@ pub async fn serve(
             seconds = limits.drain_timeout.as_secs_f64(),
             "requests still in flight at the end of --shutdown-timeout: their connections are dropped"
         );
+    }
+}
+
+/// What serving one accepted connection needs.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    app: Router,
+    /// Lets the drain at shutdown close the connection when idle and wait for it otherwise.
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 or HTTP/2 (whichever the client speaks) on `stream` until it closes.
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = TowerToHyperService::new(self.app);
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        if let Err(error) = self.watcher.watch(connection.into_owned()).await {
+            tracing::debug!(%error, "connection ended with an error");
+        }
     }
 }

@@ -16,7 +16,9 @@ pub mod imaging;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod reload;
 mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, shutdown_signal, Loader, Server};

@@ -29,9 +29,11 @@ const QUEUE_DEPTH: &str = "mammo_queue_depth";
 const QUEUE_CAPACITY: &str = "mammo_queue_capacity";
 const MODEL_INFO: &str = "mammo_model_info";
 const ASSESSMENTS: &str = "mammo_assessments_total";
+const BODY_BYTES_HELD: &str = "mammo_request_body_bytes_held";
+const BODY_BYTES_BUDGET: &str = "mammo_request_body_bytes_budget";
 
 /// Every metric with its help text.
-const HELP: [(&str, &str); 11] = [
+const HELP: [(&str, &str); 13] = [
     (REQUESTS, "HTTP requests answered, by route and status."),
     (REQUEST_SECONDS, "End-to-end request time, by route."),
     (IN_FLIGHT, "Requests being handled now."),
@@ -48,6 +50,14 @@ const HELP: [(&str, &str); 11] = [
     (
         ASSESSMENTS,
         "Images answered, by assessment status (assessed, not_assessable).",
+    ),
+    (
+        BODY_BYTES_HELD,
+        "Request body bytes charged to requests being handled now.",
+    ),
+    (
+        BODY_BYTES_BUDGET,
+        "Most request body bytes held at once (--max-inflight-bytes).",
     ),
 ];
 
@@ -71,6 +81,9 @@ pub struct Snapshot {
     pub queue_depth: usize,
     /// Most images the queue holds.
     pub queue_capacity: usize,
+    /// Request body bytes charged now, and the budget they are charged to.
+    pub body_bytes_held: usize,
+    pub body_bytes_budget: usize,
 }
 
 /// Holds one request in the in-flight gauge until dropped (also when the client goes away
@@ -162,6 +175,8 @@ impl Metrics {
         };
         gauge(QUEUE_DEPTH, vec![]).set(now.queue_depth as f64);
         gauge(QUEUE_CAPACITY, vec![]).set(now.queue_capacity as f64);
+        gauge(BODY_BYTES_HELD, vec![]).set(now.body_bytes_held as f64);
+        gauge(BODY_BYTES_BUDGET, vec![]).set(now.body_bytes_budget as f64);
         if !now.model.is_empty() {
             let labels = now
                 .model
@@ -208,6 +223,8 @@ mod tests {
             model: vec![("version", "1.0 \"beta\"".into())],
             queue_depth: 3,
             queue_capacity: 64,
+            body_bytes_held: 2048,
+            body_bytes_budget: 4096,
         });
         for line in [
             "mammo_http_requests_total{route=\"/predict\",status=\"200\"} 1\n",
@@ -219,6 +236,7 @@ mod tests {
             "mammo_batch_size_sum 113\n",
             "mammo_images_inferred_total 113\n",
             "mammo_http_requests_in_flight 1\n",
+            "mammo_request_body_bytes_held 2048\n",
             "mammo_queue_depth 3\n",
             "mammo_model_info{version=\"1.0 \\\"beta\\\"\"} 1\n",
         ] {

@@ -1,17 +1,20 @@
 //! Start-up and shutdown: check the library and model, bind, load the model in the
 //! background (ready only after warm-up), serve until SIGTERM/SIGINT, drain in-flight requests.
 
-use crate::api::auth::{self, KeyStore};
+use crate::api::auth::KeyStore;
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::connections;
 use crate::engine::{onnx, Engine, Observer};
 use crate::pipeline::{self, Admission, ModelInfo, Pipeline};
+use crate::reload;
+use crate::tls::Certificates;
 use anyhow::{bail, Context};
 use ort::environment::Environment;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -24,8 +27,11 @@ pub struct Server {
     listener: TcpListener,
     /// The separate listener for `/metrics` (`--metrics-addr`).
     metrics_listener: Option<TcpListener>,
-    /// SIGHUP, registered with the keys so that it never ends the process.
-    hangups: Option<Signal>,
+    /// The certificate served with `--tls-cert`.
+    certificates: Option<Arc<Certificates>>,
+    /// Files re-read on change and on SIGHUP, each with its SIGHUP stream, registered at bind
+    /// so that a SIGHUP never ends the process.
+    reloading: Vec<Reloading>,
     state: AppState,
     environment: Environment,
 }
@@ -72,13 +78,32 @@ impl Server {
                 None
             }
         };
-        let hangups = keys.as_ref().and_then(|_| auth::hangups());
+        let certificates = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(Certificates::open(cert, key).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
+        };
+        let mut reloading = Vec::new();
+        if let Some(keys) = &keys {
+            let keys = keys.clone();
+            reloading.push(Reloading::new(vec![keys.path().to_path_buf()], move || {
+                keys.reload()
+            }));
+        }
+        if let Some(certificates) = &certificates {
+            let certificates = Arc::clone(certificates);
+            reloading.push(Reloading::new(certificates.paths(), move || {
+                certificates.reload()
+            }));
+        }
         let state = AppState::new(&config, audit, keys);
         Ok(Server {
             config,
             listener,
             metrics_listener,
-            hangups,
+            certificates,
+            reloading,
             state,
             environment,
         })
@@ -125,11 +150,8 @@ impl Server {
     /// Serves HTTP until `shutdown` resolves, then stops accepting and waits for in-flight
     /// requests to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        // Keys are re-read when their file changes, for as long as the server serves.
-        let watching = self
-            .state
-            .keys()
-            .map(|keys| tokio::spawn(keys.clone().watch(KEYS_CHECK_INTERVAL, self.hangups)));
+        // Keys and certificates are re-read when their files change, while the server serves.
+        let watching: Vec<_> = self.reloading.into_iter().map(Reloading::spawn).collect();
         let state = self.state.clone();
         let delay = Duration::from_secs_f64(self.config.shutdown_delay);
         // One signal, seen by every listener once the delay has passed.
@@ -153,21 +175,51 @@ impl Server {
         let limits = self.config.connection_limits();
         let metrics = self.metrics_listener.map(|listener| {
             let app = api::metrics_router(self.state.clone());
-            tokio::spawn(connections::serve(listener, app, limits, until_closed()))
+            tokio::spawn(connections::serve(
+                listener,
+                app,
+                limits,
+                None,
+                until_closed(),
+            ))
         });
         let app = api::router(self.state, &self.config);
-        connections::serve(self.listener, app, limits, until_closed()).await;
+        let tls = self.certificates.as_ref().map(Certificates::acceptor);
+        connections::serve(self.listener, app, limits, tls, until_closed()).await;
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }
-        if let Some(watching) = watching {
+        for watching in watching {
             watching.abort();
         }
     }
 }
 
-/// How often the API keys file is checked for changes: a revoked key stops working within it.
-const KEYS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Files to re-read when they change or on SIGHUP, and how.
+struct Reloading {
+    paths: Vec<PathBuf>,
+    hangups: Option<Signal>,
+    reload: Box<dyn FnMut() + Send>,
+}
+
+impl Reloading {
+    fn new(paths: Vec<PathBuf>, reload: impl FnMut() + Send + 'static) -> Self {
+        Reloading {
+            paths,
+            hangups: reload::hangups(),
+            reload: Box::new(reload),
+        }
+    }
+
+    fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(reload::watch(
+            self.paths,
+            reload::CHECK_INTERVAL,
+            self.hangups,
+            self.reload,
+        ))
+    }
+}
 
 /// Loads the model for a [`Server`].
 pub struct Loader {
@@ -211,7 +263,12 @@ fn pipeline_for(config: &Config, engine: Engine, model: ModelInfo) -> Pipeline {
 /// Runs the server until SIGTERM or SIGINT. A model that fails to load stops the process.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
-    tracing::info!(address = %server.local_addr(), "listening; loading the model");
+    let scheme = if server.certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(address = %server.local_addr(), scheme, "listening; loading the model");
     let loader = server.loader();
     let serving = tokio::spawn(server.serve(shutdown_signal()));
     let serving_abort = serving.abort_handle();

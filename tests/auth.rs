@@ -5,15 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn file(name: &str, text: &str) -> PathBuf {
-    let path =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 async fn get_with(server: &TestServer, path: &str, key: Option<&str>) -> reqwest::Response {
     let request = server.client.get(server.url(path));
@@ -26,7 +18,7 @@ async fn get_with(server: &TestServer, path: &str, key: Option<&str>) -> reqwest
 
 #[tokio::test]
 async fn only_the_probes_are_open_and_a_valid_key_is_served() {
-    let keys = file(
+    let keys = temp_file(
         "keys-basic",
         &format!(
             "# test keys\n{}{}",
@@ -34,7 +26,7 @@ async fn only_the_probes_are_open_and_a_valid_key_is_served() {
             key_line("router", "r-key-2")
         ),
     );
-    let audit = file("audit-auth.jsonl", "");
+    let audit = temp_file("audit-auth.jsonl", "");
     let server = start(config(&[
         "--api-keys-file",
         keys.to_str().unwrap(),
@@ -94,7 +86,7 @@ async fn only_the_probes_are_open_and_a_valid_key_is_served() {
 
 #[tokio::test]
 async fn keys_added_and_revoked_in_the_file_take_effect_without_a_restart() {
-    let keys = file("keys-reload", &key_line("old", "old-key"));
+    let keys = temp_file("keys-reload", &key_line("old", "old-key"));
     let server = start(config(&["--api-keys-file", keys.to_str().unwrap()])).await;
     assert_eq!(
         get_with(&server, "/v1/model", Some("old-key"))
@@ -131,7 +123,7 @@ async fn keys_added_and_revoked_in_the_file_take_effect_without_a_restart() {
 
 #[tokio::test]
 async fn a_malformed_keys_file_stops_start_up_naming_the_line() {
-    let keys = file(
+    let keys = temp_file(
         "keys-bad",
         &format!("{}viewer:not-a-hash\n", key_line("ok", "k")),
     );
@@ -144,7 +136,7 @@ async fn a_malformed_keys_file_stops_start_up_naming_the_line() {
 
 #[tokio::test]
 async fn metrics_on_their_own_listener_need_no_key_and_leave_the_api_port() {
-    let keys = file("keys-metrics", &key_line("viewer", "v-key"));
+    let keys = temp_file("keys-metrics", &key_line("viewer", "v-key"));
     let server = start(config(&[
         "--api-keys-file",
         keys.to_str().unwrap(),

@@ -295,9 +295,7 @@ async fn dicom_patient_attributes_never_reach_the_logs_even_at_trace_level() {
 
 #[tokio::test]
 async fn sighup_re_reads_the_api_keys_and_keys_are_never_logged() {
-    let keys = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("keys-sighup-{}", std::process::id()));
-    std::fs::write(&keys, key_line("old", "old-key")).unwrap();
+    let keys = temp_file("keys-sighup", &key_line("old", "old-key"));
     let mut server = Running::start(&["--api-keys-file", keys.to_str().unwrap()]);
     server.wait_for("ready");
 

@@ -1,14 +1,12 @@
 //! API keys: who may call the service. Keys live in a file of `NAME:SHA256` lines (the
 //! lowercase hex SHA-256 of each key, so the file holds no key itself); a request presents
-//! `Authorization: Bearer KEY`. The file is re-read when it changes or on SIGHUP, so keys are
-//! added and revoked without a restart. Keys and hashes are never logged; the key's name is what the
-//! audit trail records.
+//! `Authorization: Bearer KEY`. The file is re-read when it changes or on SIGHUP
+//! ([`crate::reload`]), so keys are added and revoked without a restart. Keys and hashes are
+//! never logged; the key's name is what the audit trail records.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// The name of the key a request was let in with (a request extension).
 #[derive(Debug, Clone)]
@@ -113,58 +111,28 @@ impl KeyStore {
             .name_of(key)
     }
 
-    /// Re-reads the file on SIGHUP, and whenever its modification time or length changes,
-    /// checking every `every`; a file that became unreadable or malformed keeps the keys in
-    /// force (logged).
-    /// `hangups` is registered by the caller before the server reports ready, so that a
-    /// SIGHUP can never meet the default action (which ends the process).
-    pub async fn watch(self, every: Duration, mut hangups: Option<Signal>) {
-        let mut seen = stamp(&self.path);
-        let mut ticks = tokio::time::interval(every);
-        loop {
-            let hangup = async {
-                match hangups.as_mut() {
-                    Some(signals) => signals.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let asked = tokio::select! {
-                _ = ticks.tick() => false,
-                _ = hangup => true,
-            };
-            let now = stamp(&self.path);
-            if now == seen && !asked {
-                continue;
+    /// The keys file, for [`crate::reload::watch`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file; one that became unreadable or malformed keeps the keys in force
+    /// (logged).
+    pub fn reload(&self) {
+        match read(&self.path) {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "API keys re-read");
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
             }
-            seen = now;
-            match read(&self.path) {
-                Ok(keys) => {
-                    tracing::info!(keys = keys.len(), "API keys re-read");
-                    *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-                }
-                Err(why) => tracing::error!("API keys file not re-read, the old keys stay: {why}"),
-            }
+            Err(why) => tracing::error!("API keys file not re-read, the old keys stay: {why}"),
         }
     }
-}
-
-/// The SIGHUP stream that asks for the keys to be re-read; `None` (logged) where none can be
-/// registered.
-pub fn hangups() -> Option<Signal> {
-    signal(SignalKind::hangup())
-        .map_err(|error| tracing::warn!(%error, "no SIGHUP handler: keys re-read on change only"))
-        .ok()
 }
 
 fn read(path: &Path) -> Result<ApiKeys, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the API keys file {}: {e}", path.display()))?;
     ApiKeys::parse(&text).map_err(|why| format!("API keys file {}: {why}", path.display()))
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Never touches ort or pixels; asks the [`crate::pipeline::Pipeline`].
 
 pub mod auth;
+pub mod budget;
 pub mod dto;
 pub mod error;
 pub mod handlers;
@@ -116,11 +117,21 @@ pub fn router(state: AppState, config: &Config) -> Router {
     let inference = Router::new()
         .route(
             "/predict",
-            post(handlers::predict).layer(DefaultBodyLimit::max(config.max_body_bytes)),
+            post(handlers::predict)
+                .layer(DefaultBodyLimit::max(config.max_body_bytes))
+                .layer(middleware::from_fn_with_state(
+                    state.budget().route(config.max_body_bytes),
+                    budget::charge,
+                )),
         )
         .route(
             "/batch",
-            post(handlers::batch).layer(DefaultBodyLimit::max(config.max_batch_body_bytes)),
+            post(handlers::batch)
+                .layer(DefaultBodyLimit::max(config.max_batch_body_bytes))
+                .layer(middleware::from_fn_with_state(
+                    state.budget().route(config.max_batch_body_bytes),
+                    budget::charge,
+                )),
         )
         .layer(
             ServiceBuilder::new()

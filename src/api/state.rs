@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use crate::api::auth::KeyStore;
+use crate::api::budget::ByteBudget;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::{Metrics, Snapshot};
@@ -25,6 +26,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     audit: Option<AuditLog>,
     keys: Option<KeyStore>,
+    /// Request body bytes held at once (`--max-inflight-bytes`).
+    budget: ByteBudget,
     /// Set once shutdown has begun: readiness fails from then on.
     stopping: AtomicBool,
 }
@@ -41,6 +44,7 @@ impl AppState {
                 metrics: Arc::default(),
                 audit,
                 keys,
+                budget: ByteBudget::new(config.max_inflight_bytes),
                 stopping: AtomicBool::new(false),
             }),
         }
@@ -82,6 +86,8 @@ impl AppState {
             }),
             queue_depth: pipeline.map_or(0, Pipeline::queue_depth),
             queue_capacity: self.inner.queue_capacity,
+            body_bytes_held: self.inner.budget.held(),
+            body_bytes_budget: self.inner.budget.total(),
         };
         self.inner.metrics.render(&snapshot)
     }
@@ -98,6 +104,11 @@ impl AppState {
     /// The API keys, when the server requires one.
     pub fn keys(&self) -> Option<&KeyStore> {
         self.inner.keys.as_ref()
+    }
+
+    /// The budget on request bodies held at once.
+    pub fn budget(&self) -> &ByteBudget {
+        &self.inner.budget
     }
 
     /// The audit trail, when the server keeps one.

@@ -95,10 +95,10 @@ pub fn config(extra: &[&str]) -> Config {
     Config::try_parse_from(args).expect("test configuration parses")
 }
 
-/// A running server; stops gracefully when dropped.
 /// How long a test waits for something the server must do before it fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// A running server; stops gracefully when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The `/metrics` listener's address, with `--metrics-addr`.
@@ -417,4 +417,12 @@ pub fn jsonl(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Writes `text` to a file named for `name` and this test process in the target's temp folder.
+pub fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
 }

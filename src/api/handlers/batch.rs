@@ -53,7 +53,7 @@ pub async fn batch(
     let options = read_options(query)?;
     let pipeline = state.pipeline()?.clone();
     let caller = Caller::of(&request);
-    let items = read_batch(request, &state).await?;
+    let items = read_batch(request, state.max_batch_items()).await?;
     if items.is_empty() {
         return Err(ApiError::BadRequest("the batch has no items".into()));
     }
@@ -129,11 +129,12 @@ fn exam_summaries(ids: &[String], outcomes: &[Outcome]) -> Vec<ExamSummary> {
 }
 
 /// Batch items as (id, bytes or that item's problem), in request order.
-type BatchItems = Vec<(String, Result<Bytes, ApiError>)>;
+pub type BatchItems = Vec<(String, Result<Bytes, ApiError>)>;
 
-async fn read_batch(request: Request, state: &AppState) -> Result<BatchItems, ApiError> {
+/// Reads a `/batch` body, multipart (`files` parts) or JSON (`{items: [{id, image_base64}]}`),
+/// into its items; more than `max_items` is 413. Public for the fuzz targets (`fuzz/`).
+pub async fn read_batch(request: Request, max_items: usize) -> Result<BatchItems, ApiError> {
     let limit = "--max-batch-body-bytes";
-    let max_items = state.max_batch_items();
     let too_many = || {
         ApiError::TooLarge(format!(
             "the batch has more than {max_items} items (--max-batch-items)"
@@ -141,7 +142,7 @@ async fn read_batch(request: Request, state: &AppState) -> Result<BatchItems, Ap
     };
     match media_type(&request).as_deref() {
         Some("multipart/form-data") => {
-            let mut form = Multipart::from_request(request, state).await.map_err(|e| rejected(e.status(), e.body_text(), limit))?;
+            let mut form = Multipart::from_request(request, &()).await.map_err(|e| rejected(e.status(), e.body_text(), limit))?;
             let mut items = Vec::new();
             while let Some(field) = form.next_field().await.map_err(|e| rejected(e.status(), e.body_text(), limit))? {
                 if field.name() != Some("files") {
@@ -158,7 +159,7 @@ async fn read_batch(request: Request, state: &AppState) -> Result<BatchItems, Ap
             Ok(items)
         }
         Some("application/json") => {
-            let Json(body) = Json::<BatchRequest>::from_request(request, state).await.map_err(|e| rejected(e.status(), e.body_text(), limit))?;
+            let Json(body) = Json::<BatchRequest>::from_request(request, &()).await.map_err(|e| rejected(e.status(), e.body_text(), limit))?;
             if body.items.len() > max_items {
                 return Err(too_many());
             }

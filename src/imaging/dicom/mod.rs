@@ -18,7 +18,7 @@
 //! 3. MONOCHROME1 is inverted so that dense tissue is bright, as in training.
 
 mod grey_map;
-mod rle;
+pub mod rle;
 mod stored;
 
 use super::preprocess::{self, Preprocessing};

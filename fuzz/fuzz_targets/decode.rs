@@ -1,0 +1,21 @@
+//! Format sniffing and full-resolution decoding of any upload (JPEG, PNG, DICOM with each
+//! transfer syntax and its grey mapping): an error or an image, never a panic.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use mammo_serve::imaging::{self, DecodeLimits};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = DecodeLimits {
+        max_side: 4096,
+        max_alloc: 64 << 20,
+        any_modality: true,
+        ..DecodeLimits::default()
+    };
+    if let Ok(decoded) = imaging::decode(&Bytes::copy_from_slice(data), &limits) {
+        let grey = &decoded.grey;
+        assert_eq!(grey.pixels.len(), grey.width as usize * grey.height as usize);
+        assert!(grey.pixels.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+});
