@@ -284,10 +284,34 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
 
     let mut cut = dicom("mg_explicit_le.dcm");
     cut.truncate(4000);
-    assert!(matches!(
-        decode(&cut.into(), &limits),
-        Err(ImageError::Corrupt { .. })
-    ));
+    match decode(&cut.into(), &limits) {
+        Err(ImageError::Corrupt { reason, .. }) => assert!(
+            reason.contains("the pixel data (7FE0,0010) declares 163840 bytes"),
+            "{reason}"
+        ),
+        other => panic!("cut short: expected Corrupt, got {other:?}"),
+    }
+
+    // Found by fuzzing (fuzz/, scripts/fuzz.sh): deflated files of a few kilobytes whose data
+    // set declares values of gigabytes, which dicom-rs allocated and zero-filled before
+    // reading (2.4 GB and 11 s for the first). Refused from the declared lengths.
+    for name in [
+        "deflated_declares_4gb.dcm",
+        "deflated_declares_huge_value.dcm",
+    ] {
+        let bytes = Bytes::from(fixture(&format!("fuzz/{name}")));
+        for result in [
+            imaging::prepare(&bytes, &limits, &full_field()).map(|_| ()),
+            decode(&bytes, &limits).map(|_| ()),
+        ] {
+            match result {
+                Err(ImageError::Corrupt { reason, .. }) => {
+                    assert!(reason.contains("declares"), "{name}: {reason}")
+                }
+                other => panic!("{name}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
 
     // RLE, read in place: cut short, and with its second segment pointing 10 bytes before the
     // fragment's end.

@@ -3,8 +3,10 @@
 //!
 //! Transfer syntaxes (dicom-pixeldata, pure Rust): implicit and explicit VR little endian,
 //! deflated explicit VR little endian, RLE lossless, JPEG baseline (8-bit), JPEG extended and
-//! lossless (processes 2/4 and 14, SV1 included), JPEG 2000 (lossless and lossy) through the
-//! `openjp2` crate, a Rust port of OpenJPEG that builds offline.
+//! lossless (processes 2/4 and 14, SV1 included), JPEG 2000 (lossless and lossy) through
+//! OpenJPEG (C, built from the `openjpeg-sys` crate's sources). The `openjp2` Rust port was
+//! dropped: fuzzing showed it freeing a null pointer on every JPEG 2000 image.
+//! Declared value lengths are checked before dicom-rs reads a file ([`lengths`]).
 //!
 //! A large image is first reduced (`reduce::reduction`): the mean of each k×k block of
 //! stored values, rounded to the nearest stored value, so the grey mapping and every later step
@@ -18,6 +20,7 @@
 //! 3. MONOCHROME1 is inverted so that dense tissue is bright, as in training.
 
 mod grey_map;
+mod lengths;
 pub mod rle;
 mod stored;
 
@@ -109,6 +112,7 @@ pub fn read(bytes: &Bytes, limits: &DecodeLimits) -> Result<DicomImage, ImageErr
             .filter(|b| b.starts_with(b"DICM"))
             .ok_or(ImageError::UnknownFormat)?
     };
+    lengths::check(body, limits.max_alloc)?;
     let syntax = check_transfer_syntax(body)?;
     if syntax == RLE_LOSSLESS {
         let header = parse(body, Some(tags::PIXEL_DATA))?;
