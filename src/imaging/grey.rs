@@ -23,14 +23,20 @@ impl Grey {
     }
 
     /// Any decoded JPEG/PNG: 8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma
-    /// (0.2126 R + 0.7152 G + 0.0722 B), alpha ignored.
+    /// (0.2126 R + 0.7152 G + 0.0722 B), alpha ignored. The luma of white comes out of f32
+    /// arithmetic as 1.0000001; it is clamped, as every later step expects [0, 1] (found by
+    /// fuzzing).
     pub fn from_image(image: &DynamicImage) -> Self {
         let luma = image.to_luma32f();
         let (width, height) = luma.dimensions();
+        let mut pixels = luma.into_raw();
+        if image.color().has_color() {
+            pixels.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        }
         Grey {
             width,
             height,
-            pixels: luma.into_raw(),
+            pixels,
         }
     }
 
@@ -60,5 +66,17 @@ impl Grey {
         let buffer = image::ImageBuffer::from_raw(self.width, self.height, values)
             .expect("width × height values");
         DynamicImage::ImageLuma16(buffer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn white_in_colour_is_one_not_more() {
+        let white = image::RgbImage::from_pixel(3, 2, image::Rgb([255, 255, 255]));
+        let grey = Grey::from_image(&DynamicImage::ImageRgb8(white));
+        assert!(grey.pixels.iter().all(|&v| v == 1.0), "{:?}", grey.pixels);
     }
 }
