@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod budget;
+mod drain;
 pub mod dto;
 pub mod error;
 pub mod handlers;
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use std::time::Instant;
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::util::MapRequestLayer;
 use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -175,11 +177,16 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         );
-    if config.cors_allow_origin.is_empty() {
+    let app = if config.cors_allow_origin.is_empty() {
         app
     } else {
         app.layer(cors(&config.cors_allow_origin))
-    }
+    };
+    // Outermost, so that a body is drained whichever layer answered before reading it.
+    let largest_body = config.max_body_bytes.max(config.max_batch_body_bytes) as u64;
+    app.layer(MapRequestLayer::new(move |request| {
+        drain::drain_when_dropped(request, largest_body)
+    }))
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
