@@ -294,10 +294,12 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
 
     // Found by fuzzing (fuzz/, scripts/fuzz.sh): deflated files of a few kilobytes whose data
     // set declares values of gigabytes, which dicom-rs allocated and zero-filled before
-    // reading (2.4 GB and 11 s for the first). Refused from the declared lengths.
+    // reading (2.4 GB and 11 s for the first; the third's meta group length puts the data set
+    // where only dicom-rs looked). Refused from the declared lengths.
     for name in [
         "deflated_declares_4gb.dcm",
         "deflated_declares_huge_value.dcm",
+        "deflated_meta_group_length.dcm",
     ] {
         let bytes = Bytes::from(fixture(&format!("fuzz/{name}")));
         for result in [
@@ -341,6 +343,24 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
                 ),
                 other => panic!("{what}: expected Corrupt, got {other:?}"),
             }
+        }
+    }
+}
+
+#[test]
+fn a_jpeg_the_dicom_decoder_panics_on_is_that_image_s_error() {
+    // Found by fuzzing: mg_jpeg_baseline.dcm with its JPEG stream altered, on which
+    // dicom-pixeldata's JPEG adapter indexes past its buffer.
+    let bytes = Bytes::from(fixture("fuzz/jpeg_decoder_panics.dcm"));
+    for result in [
+        imaging::prepare(&bytes, &DecodeLimits::default(), &full_field()).map(|_| ()),
+        decode(&bytes, &DecodeLimits::default()).map(|_| ()),
+    ] {
+        match result {
+            Err(ImageError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("the decoder failed"), "{reason}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
         }
     }
 }

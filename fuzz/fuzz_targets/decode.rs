@@ -6,7 +6,9 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use mammo_serve::imaging::{self, DecodeLimits};
 
-fuzz_target!(|data: &[u8]| {
+mod common;
+
+fuzz_target!(init: common::allow_caught_codec_panics(), |data: &[u8]| {
     let limits = DecodeLimits {
         max_side: 4096,
         max_alloc: 64 << 20,

@@ -16,6 +16,7 @@ use std::io::Read;
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+const GROUP_LENGTH: Tag = Tag(0x0002, 0x0000);
 const TRANSFER_SYNTAX: Tag = Tag(0x0002, 0x0010);
 const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -28,14 +29,32 @@ const UNDEFINED: u32 = u32::MAX;
 /// most `max_inflated` bytes.
 pub fn check(body: &[u8], max_inflated: u64) -> Result<(), ImageError> {
     let mut meta = Walker::new(body.get(4..).unwrap_or_default(), Encoding::EXPLICIT_LE);
+    // dicom-object reads the group's elements, whatever their tags, until their lengths add
+    // up to the group length the first one gives: the data set starts there. A file that
+    // does not start so is refused by dicom-object before any value is read.
+    let group_length = match meta.next_header()? {
+        Some(first) if first.tag == GROUP_LENGTH && first.length == 4 => {
+            let value = meta.value(4);
+            meta.at += 4;
+            u32::from_le_bytes([value[0], value[1], value[2], value[3]]) as usize
+        }
+        _ => return Ok(()),
+    };
+    let start = meta.at;
     let mut syntax = String::new();
-    while let Some(element) = meta.next_header(|tag| tag.group() == 0x0002)? {
-        if element.tag == TRANSFER_SYNTAX && !element.holds_items {
+    while meta.at - start < group_length {
+        let Some(element) = meta.next_header()? else {
+            return Ok(());
+        };
+        if element.length == UNDEFINED {
+            return Ok(());
+        }
+        if element.tag == TRANSFER_SYNTAX {
             syntax = String::from_utf8_lossy(meta.value(element.length))
                 .trim_end_matches(['\0', ' '])
                 .to_string();
         }
-        meta.skip(element);
+        meta.at += element.length as usize;
     }
     let data_set = &meta.bytes[meta.at..];
     let encoding = match syntax.as_str() {
@@ -118,22 +137,19 @@ impl<'a> Walker<'a> {
     /// Checks every element to the end of the data. A header cut short ends the walk:
     /// dicom-rs refuses it without allocating.
     fn walk(mut self) -> Result<(), ImageError> {
-        while let Some(element) = self.next_header(|_| true)? {
+        while let Some(element) = self.next_header()? {
             self.skip(element);
         }
         Ok(())
     }
 
-    /// The next element's header if `wanted(tag)`, with its declared length checked against
-    /// the bytes left; the walker then stands at its value.
-    fn next_header(&mut self, wanted: impl Fn(Tag) -> bool) -> Result<Option<Header>, ImageError> {
+    /// The next element's header, with its declared length checked against the bytes left;
+    /// the walker then stands at its value.
+    fn next_header(&mut self) -> Result<Option<Header>, ImageError> {
         let Some(head) = self.bytes.get(self.at..self.at + 8) else {
             return Ok(None);
         };
         let tag = Tag(self.u16(&head[0..2]), self.u16(&head[2..4]));
-        if !wanted(tag) {
-            return Ok(None);
-        }
         let (length, header_len, vr) = if tag.group() == 0xFFFE {
             // Items and delimiters: tag and a 4-byte length in every encoding.
             (self.u32(&head[4..8]), 8, None)
@@ -240,6 +256,8 @@ mod tests {
             uid.push(0);
         }
         let mut body = b"DICM".to_vec();
+        body.extend([0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        body.extend((8 + uid.len() as u32).to_le_bytes());
         body.extend([0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         body.extend((uid.len() as u16).to_le_bytes());
         body.extend(uid);

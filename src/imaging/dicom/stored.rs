@@ -7,6 +7,7 @@ use crate::imaging::reduce::BlockSums;
 use crate::imaging::{Grey, ImageError};
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_pixeldata::PixelDecoder;
+use std::panic::AssertUnwindSafe;
 
 /// Stored samples, row by row.
 pub(super) enum Pixels {
@@ -180,13 +181,13 @@ fn map_means(sums: &[i32], mean: BlockMean, mask: i32, table: &[f32], out: &mut 
 /// Pixel data in any other transfer syntax, decoded by dicom-pixeldata into table indices.
 pub(super) fn decode_pixels(object: &DefaultDicomObject) -> Result<StoredImage, ImageError> {
     let map = GreyMap::read(object)?;
-    let decoded = object.decode_pixel_data().map_err(|e| {
-        corrupt(format!(
-            "{} (transfer syntax {})",
-            error_chain(&e),
-            object.meta().transfer_syntax().trim_end_matches('\0')
-        ))
-    })?;
+    let syntax = object.meta().transfer_syntax().trim_end_matches('\0');
+    // dicom-pixeldata's decoders panic on some malformed pixel data (fuzzing: a slice index
+    // out of range in its JPEG adapter). Such a panic is this image's error, not the
+    // request's: it holds only the decoder's own buffers, dropped as it unwinds.
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| object.decode_pixel_data()))
+        .map_err(|_| corrupt(format!("the pixel data could not be decoded (transfer syntax {syntax}): the decoder failed on it")))?
+        .map_err(|e| corrupt(format!("{} (transfer syntax {syntax})", error_chain(&e))))?;
     let (width, height) = (decoded.columns(), decoded.rows());
     let n = width as usize * height as usize;
     let data = decoded.data();
