@@ -15,7 +15,7 @@ mkdir -p bench
 body=bench/random_${mb}mb.bin
 [ -f "$body" ] || head -c $((mb * 1000 * 1000)) /dev/urandom > "$body"
 port=18091
-kib() { awk -v k="$1" '/^'"$1"':/ {print int($2 / 1024)}' "/proc/$2/status"; }
+kib() { awk -v key="$1:" '$1 == key {print int($2 / 1024)}' "/proc/$2/status"; }
 printf '%-14s %9s %9s %9s  %s\n' binary "start MB" "peak MB" "after MB" answers
 for spec in $binaries; do
   name=${spec%%=*} rest=${spec#*=}
@@ -33,7 +33,7 @@ for spec in $binaries; do
     done
     wait
   done | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
-  sleep 5 # let the allocator hand back what it will
+  sleep "${SETTLE:-15}" # let the allocator hand back what it will (jemalloc decays over 10 s)
   printf '%-14s %9s %9s %9s  %s\n' "$name" "$start" "$(kib VmHWM $pid)" "$(kib VmRSS $pid)" "$answers"
   kill $pid; wait $pid 2>/dev/null || true
 done
