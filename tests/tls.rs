@@ -128,18 +128,14 @@ async fn a_key_that_does_not_match_the_certificate_stops_start_up() {
     let ca = TestCa::new("mammo test CA");
     let (cert, _) = pair("tls-mismatch-a", &ca.leaf());
     let (_, other_key) = pair("tls-mismatch-b", &ca.leaf());
-    let error = mammo_serve::Server::bind(tls_flags(&cert, &other_key))
-        .await
-        .err()
-        .expect("a mismatched pair is refused")
-        .to_string();
+    let refused = |cert: PathBuf, key: PathBuf| async move {
+        match mammo_serve::Server::bind(tls_flags(&cert, &key)).await {
+            Ok(_) => panic!("{} and {} were accepted", cert.display(), key.display()),
+            Err(error) => error.to_string(),
+        }
+    };
+    let error = refused(cert, other_key.clone()).await;
     assert!(error.contains("does not belong"), "{error}");
-
-    let not_pem = temp_file("tls-not-pem", "not a certificate\n");
-    let error = mammo_serve::Server::bind(tls_flags(&not_pem, &other_key))
-        .await
-        .err()
-        .expect("a file without a certificate is refused")
-        .to_string();
+    let error = refused(temp_file("tls-not-pem", "not a certificate\n"), other_key).await;
     assert!(error.contains("tls-not-pem"), "{error}");
 }

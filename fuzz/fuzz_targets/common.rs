@@ -1,5 +1,18 @@
 //! What the decoding targets share.
 
+use mammo_serve::imaging::DecodeLimits;
+
+/// The server's decoding bounds, smaller: a side of 4096 px and 64 MiB a decode keep each
+/// execution quick while every check still runs.
+pub fn limits() -> DecodeLimits {
+    DecodeLimits {
+        max_side: 4096,
+        max_alloc: 64 << 20,
+        any_modality: true,
+        ..DecodeLimits::default()
+    }
+}
+
 /// Lets a panic inside dicom-pixeldata's codecs (dicom-transfer-syntax-registry) unwind to
 /// the `catch_unwind` that turns it into the image's error (`imaging::dicom::stored`), as it
 /// does in the server; libFuzzer's hook would abort on it. Every other panic still aborts and

@@ -4,17 +4,12 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use mammo_serve::imaging::{self, DecodeLimits};
+use mammo_serve::imaging;
 
 mod common;
 
 fuzz_target!(init: common::allow_caught_codec_panics(), |data: &[u8]| {
-    let limits = DecodeLimits {
-        max_side: 4096,
-        max_alloc: 64 << 20,
-        any_modality: true,
-        ..DecodeLimits::default()
-    };
+    let limits = common::limits();
     if let Ok(decoded) = imaging::decode(&Bytes::copy_from_slice(data), &limits) {
         let grey = &decoded.grey;
         assert_eq!(grey.pixels.len(), grey.width as usize * grey.height as usize);

@@ -5,17 +5,12 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use mammo_serve::imaging::{self, DecodeLimits, FullField, Preprocessing, ResizeFilter};
+use mammo_serve::imaging::{self, FullField, Preprocessing, ResizeFilter};
 
 mod common;
 
 fuzz_target!(init: common::allow_caught_codec_panics(), |data: &[u8]| {
-    let limits = DecodeLimits {
-        max_side: 4096,
-        max_alloc: 64 << 20,
-        any_modality: true,
-        ..DecodeLimits::default()
-    };
+    let limits = common::limits();
     // The shipped model's preprocessing (models/mammo.onnx's metadata).
     let preprocessing = Preprocessing {
         height: 224,

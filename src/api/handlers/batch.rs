@@ -40,7 +40,7 @@ use std::time::Instant;
         (status = 413, description = "Body over --max-batch-body-bytes or more items than --max-batch-items", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type other than multipart/form-data or application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "JSON that does not match the schema", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests in flight, or the batch's images do not fit in the inference queue; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests in flight, the body does not fit in --max-inflight-bytes (judged from Content-Length before it is read), or the batch's images do not fit in the inference queue; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Model not loaded yet, or past --request-timeout (in the queue or anywhere else); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -41,7 +41,7 @@ const RAW_IMAGE_TYPES: [&str; 4] = [
         (status = 413, description = "Body over --max-body-bytes", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type other than image/jpeg, image/png, application/dicom, application/octet-stream or multipart/form-data", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A decodable image we cannot use: too large or too small; DICOM without pixel data, multi-frame, not greyscale, or a Modality other than MG (unless --allow-any-modality)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests in flight or the inference queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests in flight, the body does not fit in --max-inflight-bytes (judged from Content-Length before it is read), or the inference queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Model not loaded yet, or the request ran past --request-timeout (in the queue or anywhere else); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
