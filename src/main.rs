@@ -56,6 +56,9 @@ fn main() -> ExitCode {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    // A panic (a decoder's on malformed data, answered as that image's error) is one log
+    // line in the chosen format, not text on stderr beside JSON.
+    std::panic::set_hook(Box::new(|info| tracing::error!(%info, "a thread panicked")));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

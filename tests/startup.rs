@@ -324,3 +324,31 @@ async fn sighup_re_reads_the_api_keys_and_keys_are_never_logged() {
     let hash = text.trim().split_once(':').unwrap().1;
     assert!(!all_logs.contains(hash) && !all_logs.contains("new-key"));
 }
+
+#[tokio::test]
+async fn a_decoder_panic_is_the_image_s_400_and_one_json_log_line() {
+    let mut server = Running::start(&[]);
+    let listening = server.wait_for("listening");
+    let addr: std::net::SocketAddr = listening["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    server.wait_for("ready");
+    // A DICOM on which dicom-pixeldata's JPEG adapter panics (found by fuzzing).
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/predict"))
+        .header("content-type", "application/dicom")
+        .body(fixture("fuzz/jpeg_decoder_panics.dcm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let panicked = server.wait_for("a thread panicked");
+    assert_eq!(panicked["level"], "ERROR", "{panicked}");
+    // The server goes on serving.
+    let live = reqwest::get(format!("http://{addr}/health/live"))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+}
