@@ -263,6 +263,17 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
     assert!(refused("sr_no_pixel_data.dcm").contains("no pixel data"));
     assert!(refused("mg_two_frames.dcm").contains("2 frames"));
     assert!(refused("mg_for_processing.dcm").contains("FOR PRESENTATION"));
+    // Found by fuzzing: High Bit 2055 in an 8-bit image overflowed a shift.
+    let high_bit = Bytes::from(fixture("fuzz/high_bit_2055.dcm"));
+    for result in [
+        imaging::prepare(&high_bit, &limits, &full_field()).map(|_| ()),
+        decode(&high_bit, &limits).map(|_| ()),
+    ] {
+        match result {
+            Err(ImageError::Unusable(why)) => assert!(why.contains("High Bit 2055"), "{why}"),
+            other => panic!("High Bit 2055: expected Unusable, got {other:?}"),
+        }
+    }
     let any = DecodeLimits {
         any_modality: true,
         ..limits

@@ -22,15 +22,24 @@ pub(super) struct GreyMap {
 
 impl GreyMap {
     pub(super) fn read(object: &InMemDicomObject) -> Result<Self, ImageError> {
-        let bits_allocated = int(object, tags::BITS_ALLOCATED).unwrap_or(16) as u32;
-        let bits_stored = int(object, tags::BITS_STORED).unwrap_or(bits_allocated as i64) as u32;
-        let high_bit = int(object, tags::HIGH_BIT).unwrap_or(bits_stored as i64 - 1) as u32;
-        if bits_stored == 0 || bits_stored > bits_allocated || high_bit + 1 < bits_stored {
+        let bits_allocated = int(object, tags::BITS_ALLOCATED).unwrap_or(16);
+        let bits_stored = int(object, tags::BITS_STORED).unwrap_or(bits_allocated);
+        let high_bit = int(object, tags::HIGH_BIT).unwrap_or(bits_stored - 1);
+        // A mammogram's samples are 8 or 16 bits (PS3.3 C.8.11.7); the stored bits lie inside
+        // them. Anything else (a High Bit of 2055, found by fuzzing) is refused before it
+        // sizes a shift or a table.
+        if !matches!(bits_allocated, 8 | 16)
+            || !(1..=bits_allocated).contains(&bits_stored)
+            || high_bit >= bits_allocated
+            || high_bit + 1 < bits_stored
+        {
             return Err(ImageError::Unusable(format!(
                 "inconsistent pixel layout: Bits Allocated {bits_allocated}, Bits Stored \
-                 {bits_stored}, High Bit {high_bit}"
+                 {bits_stored}, High Bit {high_bit} (8 or 16 bits allocated, the stored bits \
+                 inside them)"
             )));
         }
+        let (bits_stored, high_bit) = (bits_stored as u32, high_bit as u32);
         let first = |tag| floats(object, tag).and_then(|v| v.first().copied());
         Ok(GreyMap {
             shift: high_bit + 1 - bits_stored,
