@@ -305,7 +305,7 @@ fn objects_that_are_not_one_mammogram_are_refused_with_reasons() {
 
     // Found by fuzzing (fuzz/, scripts/fuzz.sh): deflated files of a few kilobytes whose data
     // set declares values of gigabytes, which dicom-rs allocated and zero-filled before
-    // reading (2.4 GB and 11 s for the first; the third's meta group length puts the data set
+    // reading (docs/benchmarks.md, "Fuzzing"; the third's meta group length puts the data set
     // where only dicom-rs looked). Refused from the declared lengths.
     for name in [
         "deflated_declares_4gb.dcm",

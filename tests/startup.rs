@@ -159,6 +159,18 @@ impl Running {
         }
     }
 
+    /// Waits until the server has logged where it listens and that it is ready: its address.
+    fn ready_at(&mut self) -> std::net::SocketAddr {
+        let listening = self.wait_for("listening");
+        let addr = listening["fields"]["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        self.wait_for("ready");
+        addr
+    }
+
     /// Waits for a log line whose message contains `text`.
     fn wait_for(&mut self, text: &str) -> Value {
         self.wait_for_count(text, 1)
@@ -208,13 +220,7 @@ impl Drop for Running {
 async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
     // Request events at debug level, so that the test sees the request in flight.
     let mut server = Running::start(&["--log", "info,ort=warn,tower_http=debug"]);
-    let listening = server.wait_for("listening");
-    let addr: std::net::SocketAddr = listening["fields"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    server.wait_for("ready");
+    let addr = server.ready_at();
 
     let image = fixture("d3b_Image_1.jpg");
     let in_flight = start_upload(addr, "/predict", "image/jpeg", &image, 200).await;
@@ -261,9 +267,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
 #[tokio::test]
 async fn dicom_patient_attributes_never_reach_the_logs_even_at_trace_level() {
     let mut server = Running::start(&["--log", "trace,ort=warn,h2=warn,hyper=warn"]);
-    let listening = server.wait_for("listening");
-    let addr = listening["fields"]["address"].as_str().unwrap().to_string();
-    server.wait_for("ready");
+    let addr = server.ready_at();
     let client = reqwest::Client::new();
     for name in [
         "mg_rle.dcm",
@@ -328,13 +332,7 @@ async fn sighup_re_reads_the_api_keys_and_keys_are_never_logged() {
 #[tokio::test]
 async fn a_decoder_panic_is_the_image_s_400_and_one_json_log_line() {
     let mut server = Running::start(&[]);
-    let listening = server.wait_for("listening");
-    let addr: std::net::SocketAddr = listening["fields"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    server.wait_for("ready");
+    let addr = server.ready_at();
     // A DICOM on which dicom-pixeldata's JPEG adapter panics (found by fuzzing).
     let answer = reqwest::Client::new()
         .post(format!("http://{addr}/predict"))

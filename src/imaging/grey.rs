@@ -24,7 +24,7 @@ impl Grey {
 
     /// Any decoded JPEG/PNG: 8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma
     /// (0.2126 R + 0.7152 G + 0.0722 B), alpha ignored. The luma of white comes out of f32
-    /// arithmetic as 1.0000001; it is clamped, as every later step expects [0, 1] (found by
+    /// arithmetic a hair above 1; it is clamped, as every later step expects [0, 1] (found by
     /// fuzzing).
     pub fn from_image(image: &DynamicImage) -> Self {
         let luma = image.to_luma32f();

@@ -1,7 +1,7 @@
 //! Every value length a DICOM file declares, checked against the bytes that follow it before
 //! dicom-rs reads the file. dicom-parser (0.10.1) allocates and zero-fills a value's declared
-//! length before it reads the value, so a few kilobytes that declare a 4 GB element would
-//! take 4 GB of memory and seconds of a decode thread (found by `fuzz/`, target `decode`).
+//! length before it reads the value, so a few kilobytes that declare a huge element would take
+//! that much memory and seconds of a decode thread (found by `fuzz/`, target `decode`).
 //! Here each element header is read in turn, sequences and items entered, values skipped; a
 //! length past the end of the data is refused. A deflated data set is inflated first, up to a
 //! bound.
