@@ -2,9 +2,17 @@
 # mammo-serve images. Two runtime targets:
 #   gpu (default): CUDA 13 + cuDNN 9 runtime, TensorRT 10 and onnxruntime-gpu 1.31.1
 #       docker build -t mammo-serve:gpu .
-#   cpu: Debian slim with onnxruntime 1.31.1
+#   cpu: Debian 12 slim with onnxruntime 1.31.1
 #       docker build --target cpu -t mammo-serve:cpu .
-# The model is not baked in: mount a folder holding mammo.onnx at /app/models.
+# The shipped model is in the image (/app/models/mammo.onnx); to serve another, mount a folder
+# holding its mammo.onnx over /app/models or build an image FROM this one that copies it there.
+#
+# Where the binary comes from (build argument BINARY):
+#   build (default) compiles it in the Rust 1.95 image on Debian 12;
+#   prebuilt takes target/release/mammo-serve from the build context, built beforehand on a
+#       Debian 12 host with the same toolchain (`cargo build --release --bin mammo-serve`):
+#       for hosts that reach crates.io but no container registry (scripts/container_test.sh).
+ARG BINARY=build
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -12,19 +20,48 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN cargo build --release --locked --bin mammo-serve
 
-# ONNX Runtime comes from the PyPI wheels; only their shared libraries are kept.
-FROM python:3.11-slim-bookworm AS ort-cpu
-RUN pip install --no-cache-dir --no-deps --target /opt/py onnxruntime==1.31.1 \
- && mkdir -p /opt/ort \
- && cp /opt/py/onnxruntime/capi/libonnxruntime.so.1.31.1 /opt/py/onnxruntime/capi/libonnxruntime_providers_shared.so /opt/ort/ \
- && ln -s libonnxruntime.so.1.31.1 /opt/ort/libonnxruntime.so
+FROM debian:bookworm-slim AS prebuilt
+COPY target/release/mammo-serve /src/target/release/mammo-serve
 
-FROM python:3.11-slim-bookworm AS ort-gpu
-RUN pip install --no-cache-dir --no-deps --target /opt/py onnxruntime-gpu==1.31.1 tensorrt-cu13-libs==10.16.1.11 \
- && mkdir -p /opt/ort /opt/tensorrt \
- && cp /opt/py/onnxruntime/capi/libonnxruntime*.so* /opt/ort/ \
+# hadolint ignore=DL3006
+FROM ${BINARY} AS binary
+
+# ONNX Runtime comes from the PyPI wheels; only their shared libraries are kept. Behind a proxy
+# that re-signs TLS (common on hospital networks) pass its CA bundle as the build secret
+# `ca-bundle`: `--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`.
+FROM debian:bookworm-slim AS wheels
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-pip \
+ && rm -rf /var/lib/apt/lists/*
+
+FROM wheels AS ort-cpu
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && pip download --no-cache-dir --no-deps --only-binary=:all: --dest /tmp/wheels onnxruntime==1.31.1 \
+ && python3 -m zipfile -e /tmp/wheels/onnxruntime-*.whl /tmp/py \
+ && mkdir -p /opt/ort \
+ && cp /tmp/py/onnxruntime/capi/libonnxruntime.so.1.31.1 /tmp/py/onnxruntime/capi/libonnxruntime_providers_shared.so /opt/ort/ \
  && ln -s libonnxruntime.so.1.31.1 /opt/ort/libonnxruntime.so \
- && cp -a /opt/py/tensorrt_libs/. /opt/tensorrt/
+ && rm -rf /tmp/wheels /tmp/py
+
+FROM wheels AS ort-gpu
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && pip download --no-cache-dir --no-deps --only-binary=:all: --dest /tmp/wheels onnxruntime-gpu==1.31.1 \
+ && python3 -m zipfile -e /tmp/wheels/onnxruntime_gpu-*.whl /tmp/py \
+ && mkdir -p /opt/ort \
+ && cp /tmp/py/onnxruntime/capi/libonnxruntime*.so* /opt/ort/ \
+ && ln -s libonnxruntime.so.1.31.1 /opt/ort/libonnxruntime.so \
+ && rm -rf /tmp/wheels /tmp/py
+
+# tensorrt-cu13-libs on PyPI is a stub that fetches the real wheel from pypi.nvidia.com.
+FROM wheels AS tensorrt
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && pip install --no-cache-dir --break-system-packages --target /tmp/py tensorrt-cu13-libs==10.16.1.11 \
+ && mkdir -p /opt/tensorrt \
+ && cp -a /tmp/py/tensorrt_libs/. /opt/tensorrt/ \
+ && rm -rf /tmp/py
 
 FROM debian:bookworm-slim AS cpu
 RUN apt-get update \
@@ -32,7 +69,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /app mammo
 COPY --from=ort-cpu /opt/ort /opt/ort
-COPY --from=build /src/target/release/mammo-serve /usr/local/bin/mammo-serve
+COPY --from=binary /src/target/release/mammo-serve /usr/local/bin/mammo-serve
+COPY models/mammo.onnx models/mammo.onnx.sha256 /app/models/
 WORKDIR /app
 ENV ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so \
     MAMMO_HOST=0.0.0.0 \
@@ -53,8 +91,9 @@ RUN apt-get update \
  && mkdir -p /var/cache/mammo/trt \
  && chown mammo /var/cache/mammo/trt
 COPY --from=ort-gpu /opt/ort /opt/ort
-COPY --from=ort-gpu /opt/tensorrt /opt/tensorrt
-COPY --from=build /src/target/release/mammo-serve /usr/local/bin/mammo-serve
+COPY --from=tensorrt /opt/tensorrt /opt/tensorrt
+COPY --from=binary /src/target/release/mammo-serve /usr/local/bin/mammo-serve
+COPY models/mammo.onnx models/mammo.onnx.sha256 /app/models/
 WORKDIR /app
 ENV ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so \
     LD_LIBRARY_PATH=/opt/ort:/opt/tensorrt \

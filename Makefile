@@ -6,7 +6,7 @@ TEST_MODELS := tests/fixtures/models
 HADOLINT := $(VENV)/bin/hadolint
 ARGS ?=
 
-.PHONY: setup serve check test test-model lint openapi fixtures train-setup train-test
+.PHONY: setup serve check test test-model lint openapi fixtures train-setup train-test image-test k8s-check
 
 ## Install ONNX Runtime 1.31.1 (PyPI wheel) into .ort/ (git-ignored).
 setup:
@@ -28,8 +28,17 @@ check: setup
 	cargo clippy --all-targets -- -D warnings
 	cargo test
 
-## Every check: the inner loop, Dockerfile lint, training tests.
-test: check lint train-test
+## Every check: the inner loop, Dockerfile lint, the CPU image built and run, the Kubernetes
+## manifests validated, training tests.
+test: check lint image-test k8s-check train-test
+
+## Build the CPU image and run it with podman, as Kubernetes and compose run it (needs root).
+image-test: setup
+	scripts/container_test.sh
+
+## Render the Kubernetes overlays and validate them against the oldest and newest supported versions.
+k8s-check:
+	scripts/k8s_validate.sh
 
 ## The training venv (torch, ~5 GB) from training/requirements.txt.
 train-setup:

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Makes this host able to build and run the images without a registry (issue #18): podman and
+# buildah from Debian, the two containers.conf settings they need on this kind of machine, and
+# the Debian base image made with debootstrap and imported under the names the Dockerfile uses.
+# Idempotent; needs root. Where a registry is reachable none of this is needed: `docker build`
+# pulls the bases.
+#   crun fails on this kernel's cgroups and when raising the file limit, hence runc; the default
+#   nofile/nproc limits of a rootful container are too low for the server's --max-connections.
+set -euo pipefail
+base=${BASE_IMAGE:-docker.io/library/debian:bookworm-slim}
+suite=${SUITE:-bookworm}
+mirror=${MIRROR:-http://deb.debian.org/debian}
+
+need=()
+for tool in podman buildah debootstrap runc slirp4netns fuse-overlayfs newuidmap; do
+  command -v "$tool" >/dev/null || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah debootstrap fuse-overlayfs \
+    uidmap runc slirp4netns >/dev/null
+fi
+
+conf=/etc/containers/containers.conf
+if ! grep -q '^runtime = "runc"' "$conf" 2>/dev/null; then
+  mkdir -p /etc/containers
+  cat >> "$conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+CONF
+fi
+
+if ! podman image exists "$base"; then
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >/dev/null
+  # What the official slim image also drops: documentation and the apt lists.
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
+  tar -C "$rootfs" -c . | podman import --change 'CMD ["bash"]' - "$base" >/dev/null
+fi
+podman image exists "$base"
+echo "podman $(podman --version | awk '{print $3}'), base image $base"
