@@ -67,7 +67,7 @@ FROM debian:bookworm-slim AS cpu
 RUN apt-get update \
  && apt-get install -y --no-install-recommends curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /app mammo
+ && useradd --uid 10001 --user-group --no-create-home --home-dir /app --shell /usr/sbin/nologin mammo
 COPY --from=ort-cpu /opt/ort /opt/ort
 COPY --from=binary /src/target/release/mammo-serve /usr/local/bin/mammo-serve
 COPY models/mammo.onnx models/mammo.onnx.sha256 /app/models/
@@ -78,7 +78,7 @@ ENV ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so \
     MAMMO_MODEL=/app/models/mammo.onnx \
     MAMMO_DEVICE=cpu \
     MAMMO_LOG_FORMAT=json
-USER 10001
+USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["curl", "-fsS", "http://127.0.0.1:8080/health/ready"]
 ENTRYPOINT ["mammo-serve"]
@@ -87,7 +87,7 @@ FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 AS gpu
 RUN apt-get update \
  && apt-get install -y --no-install-recommends curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /app mammo \
+ && useradd --uid 10001 --user-group --no-create-home --home-dir /app --shell /usr/sbin/nologin mammo \
  && mkdir -p /var/cache/mammo/trt \
  && chown mammo /var/cache/mammo/trt
 COPY --from=ort-gpu /opt/ort /opt/ort
@@ -103,7 +103,7 @@ ENV ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so \
     MAMMO_DEVICE=auto \
     MAMMO_TRT_CACHE_DIR=/var/cache/mammo/trt \
     MAMMO_LOG_FORMAT=json
-USER 10001
+USER 10001:10001
 EXPOSE 8080
 # TensorRT builds its engines on the first start (minutes); later starts read the cache.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=300s --retries=3 CMD ["curl", "-fsS", "http://127.0.0.1:8080/health/ready"]
