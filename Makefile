@@ -6,7 +6,7 @@ TEST_MODELS := tests/fixtures/models
 HADOLINT := $(VENV)/bin/hadolint
 ARGS ?=
 
-.PHONY: setup serve check test test-model lint openapi fixtures train-setup train-test image-test k8s-check
+.PHONY: setup serve check test test-model lint openapi fixtures train-setup train-test image-test k8s-check dicom-tools
 
 ## Install ONNX Runtime 1.31.1 (PyPI wheel) into .ort/ (git-ignored).
 setup:
@@ -22,8 +22,12 @@ test-model: setup
 	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODELS)/untrained.onnx
 	$(VENV)/bin/python scripts/make_test_model.py $(TEST_MODELS)/untrained-ood.onnx --ood
 
-## The inner loop: formatting, clippy, the Rust unit and integration tests (needs only `make setup`).
-check: setup
+## The DICOM validators the SR tests run: dciodvfy, dsrdump (Debian, needs root), highdicom (PyPI).
+dicom-tools:
+	scripts/dicom_tools.sh
+
+## The inner loop: formatting, clippy, the Rust unit and integration tests.
+check: setup dicom-tools
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test

@@ -18,6 +18,7 @@ pub mod model;
 pub mod pipeline;
 pub mod reload;
 mod server;
+pub mod sr;
 pub mod tls;
 
 pub use config::Config;

@@ -9,9 +9,7 @@ use crate::pipeline::{ModelInfo, Reading};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// Carried by every prediction.
-pub const NOTICE: &str = "Decision support only, not a diagnosis: this output is for review by a qualified radiologist. \
-     The model has not been validated on full-field clinical studies and is not a medical device.";
+pub use crate::model::NOTICE;
 
 /// The answer for one image.
 #[derive(Debug, Clone, Serialize, ToSchema)]

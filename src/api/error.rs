@@ -37,6 +37,8 @@ pub enum ApiError {
     NotFound(String),
     /// 405: the route exists, the method does not.
     MethodNotAllowed(String),
+    /// 406: no answer in a media type the request accepts.
+    NotAcceptable(String),
     /// 413: body or batch over its limit.
     TooLarge(String),
     /// 415: a content type we do not read.
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -77,6 +80,7 @@ impl ApiError {
         | ApiError::Unauthorized(detail)
         | ApiError::NotFound(detail)
         | ApiError::MethodNotAllowed(detail)
+        | ApiError::NotAcceptable(detail)
         | ApiError::TooLarge(detail)
         | ApiError::UnsupportedType(detail)
         | ApiError::Unprocessable(detail)

@@ -10,3 +10,7 @@ pub use assessment::{Assessment, Status};
 pub use labels::{ClassLabel, Density, Pathology};
 pub use metadata::ModelMetadata;
 pub use postprocess::{interpret, Malignancy, Prediction};
+
+/// Carried by every answer, JSON or DICOM SR.
+pub const NOTICE: &str = "Decision support only, not a diagnosis: this output is for review by a qualified radiologist. \
+     The model has not been validated on full-field clinical studies and is not a medical device.";

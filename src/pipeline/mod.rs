@@ -91,6 +91,11 @@ impl Pipeline {
         &self.inner.model
     }
 
+    /// What an image may be: sizes, memory, modality.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.inner.limits
+    }
+
     /// Images waiting for the engine now.
     pub fn queue_depth(&self) -> usize {
         self.inner.engine.queue_depth()

@@ -2,14 +2,19 @@
 
 use super::{
     count_assessments, media_type, read_options, record_audit, rejected, timing, timing_headers,
-    Caller, TimingHeaders,
+    Caller,
 };
 use crate::api::dto::{PredictResponse, PredictUpload, ReadOptions};
 use crate::api::error::{ApiError, Problem};
 use crate::api::state::AppState;
+use crate::imaging::dicom::is_dicom;
+use crate::pipeline::{ModelInfo, Reading};
+use crate::sr::{self, Analysed, Source};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::time::Instant;
 
@@ -32,13 +37,14 @@ const RAW_IMAGE_TYPES: [&str; 4] = [
     ),
     params(ReadOptions),
     responses(
-        (status = 200, description = "Density, malignancy and 8-class probabilities with the assessment; an image unlike the training data is answered 200 with `assessment.status` `not_assessable` and without labels", body = PredictResponse, headers(
+        (status = 200, description = "Density, malignancy and 8-class probabilities with the assessment; an image unlike the training data is answered 200 with `assessment.status` `not_assessable` and without labels. With `Accept: application/dicom` and a DICOM image: the result as a DICOM Comprehensive SR (TID 1500) instead", content((PredictResponse = "application/json"), ([u8] = "application/dicom")), headers(
             ("x-queue-time" = f64, description = "Milliseconds the image waited for the engine"),
             ("x-inference-time" = f64, description = "Milliseconds of the engine run (the whole dynamic batch it was part of)"),
             ("x-total-time" = f64, description = "Milliseconds from the handler's start to the response")
         )),
         (status = 400, description = "Empty body, bytes that are not a JPEG/PNG/DICOM, a corrupt image, a multipart body without `file`, or an `include_unassessable` that is not true or false", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over --max-body-bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "`Accept: application/dicom` (a DICOM SR answer) for an image that is not DICOM: an SR needs the study and patient it reports on", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type other than image/jpeg, image/png, application/dicom, application/octet-stream or multipart/form-data", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A decodable image we cannot use: too large or too small; DICOM without pixel data, multi-frame, not greyscale, or a Modality other than MG (unless --allow-any-modality)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests in flight, the body does not fit in --max-inflight-bytes (judged from Content-Length before it is read), or the inference queue is full; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -49,12 +55,18 @@ pub async fn predict(
     State(state): State<AppState>,
     query: Result<Query<ReadOptions>, QueryRejection>,
     request: Request,
-) -> Result<(TimingHeaders, Json<PredictResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let options = read_options(query)?;
     let pipeline = state.pipeline()?.clone();
     let caller = Caller::of(&request);
+    let as_sr = wants_sr(request.headers());
     let bytes = read_single_image(request, &state).await?;
+    // An SR reports on a DICOM study: its source attributes are read before any inference.
+    let source = match as_sr && is_dicom(&bytes) {
+        true => Some(Source::read(&bytes, pipeline.limits())?),
+        false => None,
+    };
     let mut readings = pipeline
         .read(vec![bytes], Some(state.deadline(started)))
         .await?;
@@ -70,13 +82,61 @@ pub async fn predict(
     let reading = reading?;
     count_assessments(&state, [&reading]);
     let headers = timing_headers(&timing);
+    if as_sr {
+        let source = source.ok_or_else(|| {
+            ApiError::NotAcceptable(
+                "a DICOM SR answer (Accept: application/dicom) needs a DICOM image: an SR \
+                 reports on the study and patient of its source; send DICOM, or accept \
+                 application/json"
+                    .into(),
+            )
+        })?;
+        let document = structured_report(&source, &reading, pipeline.model())?;
+        return Ok((
+            headers,
+            [(header::CONTENT_TYPE, "application/dicom")],
+            document,
+        )
+            .into_response());
+    }
     let answer = PredictResponse::new(
         reading,
         pipeline.model(),
         timing,
         options.include_unassessable,
     );
-    Ok((headers, Json(answer)))
+    Ok((headers, Json(answer)).into_response())
+}
+
+/// Whether the caller asks for a DICOM SR: `Accept` names `application/dicom` and not JSON
+/// before it (a plain `*/*` or no `Accept` gets JSON).
+fn wants_sr(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .find(|t| t == "application/dicom" || t == "application/json" || t == "*/*");
+    accept.as_deref() == Some("application/dicom")
+}
+
+/// The reading as a DICOM SR of the image's study, Part 10 bytes.
+fn structured_report(
+    source: &Source,
+    reading: &Reading,
+    model: &ModelInfo,
+) -> Result<Vec<u8>, ApiError> {
+    let images = [Analysed { source, reading }];
+    sr::report(&images, model, chrono::Utc::now())
+        .map(|document| document.bytes)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 async fn read_single_image(request: Request, state: &AppState) -> Result<Bytes, ApiError> {

@@ -100,19 +100,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Parses and checks one single-frame greyscale DICOM image. RLE Lossless pixel data stays in
-/// `bytes` (shared, not copied) and is decoded as it is read; other transfer syntaxes are
-/// decoded by dicom-pixeldata here.
-pub fn read(bytes: &Bytes, limits: &DecodeLimits) -> Result<DicomImage, ImageError> {
+/// The Part 10 stream from `DICM` on (the 128-byte preamble, when sent, skipped), its declared
+/// lengths checked against `max_alloc` before dicom-rs reads it.
+fn part10(bytes: &[u8], max_alloc: u64) -> Result<&[u8], ImageError> {
     let body = if bytes.starts_with(b"DICM") {
-        &bytes[..]
+        bytes
     } else {
         bytes
             .get(128..)
             .filter(|b| b.starts_with(b"DICM"))
             .ok_or(ImageError::UnknownFormat)?
     };
-    lengths::check(body, limits.max_alloc)?;
+    lengths::check(body, max_alloc)?;
+    Ok(body)
+}
+
+/// The data set of a DICOM Part 10 object up to its Pixel Data, with its file meta: what a
+/// writer of results about it (a DICOM SR) copies and references. Nothing is decoded.
+pub fn header(bytes: &[u8], limits: &DecodeLimits) -> Result<DefaultDicomObject, ImageError> {
+    parse(part10(bytes, limits.max_alloc)?, Some(tags::PIXEL_DATA))
+}
+
+/// Parses and checks one single-frame greyscale DICOM image. RLE Lossless pixel data stays in
+/// `bytes` (shared, not copied) and is decoded as it is read; other transfer syntaxes are
+/// decoded by dicom-pixeldata here.
+pub fn read(bytes: &Bytes, limits: &DecodeLimits) -> Result<DicomImage, ImageError> {
+    let body = part10(bytes, limits.max_alloc)?;
     let syntax = check_transfer_syntax(body)?;
     if syntax == RLE_LOSSLESS {
         let header = parse(body, Some(tags::PIXEL_DATA))?;
