@@ -145,6 +145,32 @@ pub struct Config {
     /// Most /predict and /batch requests handled at once; more get 429 at once.
     #[arg(long, env = "MAMMO_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
+    /// Folder for DICOMweb results: studies received over STOW-RS wait here for their SR, and
+    /// each SR waits here until the PACS takes it (it survives restarts and PACS outages). Holds
+    /// patient attributes: give it the protection the PACS's own storage has.
+    /// `POST /dicomweb/studies` is served only with it.
+    #[arg(long, env = "MAMMO_RESULTS_OUTBOX")]
+    pub results_outbox: Option<PathBuf>,
+    /// Most bytes the results folder may hold; past it, STOW-RS requests get 503 until the PACS
+    /// has taken results.
+    #[arg(long, env = "MAMMO_RESULTS_OUTBOX_MAX_BYTES", default_value_t = 1 << 30)]
+    pub results_outbox_max_bytes: u64,
+    /// A PACS's DICOMweb root (e.g. `http://pacs:8042/dicom-web`): each SR is sent to
+    /// `URL/studies` by STOW-RS. Without it SRs stay in the results folder.
+    #[arg(long, env = "MAMMO_RESULTS_STOW_URL", requires = "results_outbox")]
+    pub results_stow_url: Option<String>,
+    /// File holding the `Authorization` header value for --results-stow-url (`Bearer TOKEN`
+    /// or `Basic BASE64`), read at start-up.
+    #[arg(
+        long,
+        env = "MAMMO_RESULTS_STOW_AUTH_FILE",
+        requires = "results_stow_url"
+    )]
+    pub results_stow_auth_file: Option<PathBuf>,
+    /// Seconds a study must be quiet (no instance received) before its SR is made: a study
+    /// pushed instance by instance gets one SR covering all of them.
+    #[arg(long, env = "MAMMO_STUDY_SETTLE", default_value_t = 5.0)]
+    pub study_settle: f64,
 }
 
 /// `--device`: one of [`Device::ALL`]'s names, listed in `--help`.
@@ -212,6 +238,7 @@ impl Config {
             ("--request-timeout", self.request_timeout),
             ("--header-read-timeout", self.header_read_timeout),
             ("--shutdown-timeout", self.shutdown_timeout),
+            ("--study-settle", self.study_settle),
         ] {
             if !(seconds.is_finite() && seconds > 0.0) {
                 return Err(ConfigError(format!(

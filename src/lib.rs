@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod reload;
+pub mod results;
 mod server;
 pub mod sr;
 pub mod tls;

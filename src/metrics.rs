@@ -31,9 +31,12 @@ const MODEL_INFO: &str = "mammo_model_info";
 const ASSESSMENTS: &str = "mammo_assessments_total";
 const BODY_BYTES_HELD: &str = "mammo_request_body_bytes_held";
 const BODY_BYTES_BUDGET: &str = "mammo_request_body_bytes_budget";
+const RESULTS: &str = "mammo_results_total";
+const RESULTS_WAITING: &str = "mammo_results_outbox_depth";
+const STUDIES_PENDING: &str = "mammo_results_pending_studies";
 
 /// Every metric with its help text.
-const HELP: [(&str, &str); 13] = [
+const HELP: [(&str, &str); 16] = [
     (REQUESTS, "HTTP requests answered, by route and status."),
     (REQUEST_SECONDS, "End-to-end request time, by route."),
     (IN_FLIGHT, "Requests being handled now."),
@@ -58,6 +61,15 @@ const HELP: [(&str, &str); 13] = [
     (
         BODY_BYTES_BUDGET,
         "Most request body bytes held at once (--max-inflight-bytes).",
+    ),
+    (
+        RESULTS,
+        "DICOM SR results by outcome of a STOW-RS attempt: sent, retried (PACS unreachable or 5xx), refused (4xx: kept for an operator).",
+    ),
+    (RESULTS_WAITING, "DICOM SR results waiting in the outbox for the PACS."),
+    (
+        STUDIES_PENDING,
+        "Studies received over STOW-RS waiting to settle before their SR is made.",
     ),
 ];
 
@@ -84,6 +96,8 @@ pub struct Snapshot {
     /// Request body bytes charged now, and the budget they are charged to.
     pub body_bytes_held: usize,
     pub body_bytes_budget: usize,
+    /// With a results outbox: (SRs waiting for the PACS, studies waiting to settle).
+    pub results: Option<(usize, usize)>,
 }
 
 /// Holds one request in the in-flight gauge until dropped (also when the client goes away
@@ -160,6 +174,12 @@ impl Metrics {
             .record(elapsed.as_secs_f64());
     }
 
+    /// A STOW-RS attempt to send an SR ended with `outcome` (sent, retried, refused).
+    pub fn result(&self, outcome: &'static str) {
+        self.counter(RESULTS, vec![Label::new("outcome", outcome)])
+            .increment(1);
+    }
+
     /// An image was answered with assessment `status`.
     pub fn assessed(&self, status: &'static str) {
         self.counter(ASSESSMENTS, vec![Label::new("status", status)])
@@ -177,6 +197,10 @@ impl Metrics {
         gauge(QUEUE_CAPACITY, vec![]).set(now.queue_capacity as f64);
         gauge(BODY_BYTES_HELD, vec![]).set(now.body_bytes_held as f64);
         gauge(BODY_BYTES_BUDGET, vec![]).set(now.body_bytes_budget as f64);
+        if let Some((waiting, pending)) = now.results {
+            gauge(RESULTS_WAITING, vec![]).set(waiting as f64);
+            gauge(STUDIES_PENDING, vec![]).set(pending as f64);
+        }
         if !now.model.is_empty() {
             let labels = now
                 .model
@@ -219,12 +243,14 @@ mod tests {
             m.batch_ran(n, Duration::from_millis(2));
         }
         let _held = m.in_flight();
+        m.result("sent");
         let text = m.render(&Snapshot {
             model: vec![("version", "1.0 \"beta\"".into())],
             queue_depth: 3,
             queue_capacity: 64,
             body_bytes_held: 2048,
             body_bytes_budget: 4096,
+            results: Some((2, 1)),
         });
         for line in [
             "mammo_http_requests_total{route=\"/predict\",status=\"200\"} 1\n",
@@ -238,6 +264,9 @@ mod tests {
             "mammo_http_requests_in_flight 1\n",
             "mammo_request_body_bytes_held 2048\n",
             "mammo_queue_depth 3\n",
+            "mammo_results_outbox_depth 2\n",
+            "mammo_results_pending_studies 1\n",
+            "mammo_results_total{outcome=\"sent\"} 1\n",
             "mammo_model_info{version=\"1.0 \\\"beta\\\"\"} 1\n",
         ] {
             assert!(text.contains(line), "{line}missing from:\n{text}");

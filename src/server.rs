@@ -9,6 +9,7 @@ use crate::connections;
 use crate::engine::{onnx, Engine, Observer};
 use crate::pipeline::{self, Admission, ModelInfo, Pipeline};
 use crate::reload;
+use crate::results::Results;
 use crate::tls::Certificates;
 use anyhow::{bail, Context};
 use ort::environment::Environment;
@@ -97,7 +98,8 @@ impl Server {
                 certificates.reload()
             }));
         }
-        let state = AppState::new(&config, audit, keys);
+        let results = Results::open(&config)?;
+        let state = AppState::new(&config, audit, keys, results);
         Ok(Server {
             config,
             listener,
@@ -152,6 +154,11 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         // Keys and certificates are re-read when their files change, while the server serves.
         let watching: Vec<_> = self.reloading.into_iter().map(Reloading::spawn).collect();
+        // DICOMweb results settle and go to the PACS while the server serves.
+        let delivering = self.state.results().map(|results| {
+            let state = self.state.clone();
+            tokio::spawn(Arc::clone(results).run(move || state.model(), self.state.metrics()))
+        });
         let state = self.state.clone();
         let delay = Duration::from_secs_f64(self.config.shutdown_delay);
         // One signal, seen by every listener once the delay has passed.
@@ -191,6 +198,9 @@ impl Server {
         }
         for watching in watching {
             watching.abort();
+        }
+        if let Some(delivering) = delivering {
+            delivering.abort();
         }
     }
 }

@@ -7,6 +7,7 @@ mod drain;
 pub mod dto;
 pub mod error;
 pub mod handlers;
+mod related;
 pub mod state;
 
 pub use error::{ApiError, Problem};
@@ -41,10 +42,11 @@ use utoipa_swagger_ui::SwaggerUi;
         description = "Mammogram breast density (BI-RADS A–D) and benign/malignant classification. Decision support for radiologists, not a diagnosis.",
         license(name = "Apache-2.0")
     ),
-    paths(handlers::predict, handlers::batch, handlers::health, handlers::live, handlers::ready, handlers::model, handlers::metrics),
+    paths(handlers::predict, handlers::batch, handlers::store, handlers::store_study, handlers::health, handlers::live, handlers::ready, handlers::model, handlers::metrics),
     modifiers(&BearerKeys),
     tags(
         (name = "inference", description = "Predictions"),
+        (name = "dicomweb", description = "DICOMweb STOW-RS intake; results go to the PACS as DICOM SR"),
         (name = "health", description = "Liveness and readiness"),
         (name = "model", description = "The loaded model"),
         (name = "metrics", description = "Prometheus metrics")
@@ -134,6 +136,20 @@ pub fn router(state: AppState, config: &Config) -> Router {
                     state.budget().route(config.max_batch_body_bytes),
                     budget::charge,
                 )),
+        )
+        .route(
+            "/dicomweb/studies",
+            post(handlers::store).layer(middleware::from_fn_with_state(
+                state.budget().route(config.max_batch_body_bytes),
+                budget::charge,
+            )),
+        )
+        .route(
+            "/dicomweb/studies/{study}",
+            post(handlers::store_study).layer(middleware::from_fn_with_state(
+                state.budget().route(config.max_batch_body_bytes),
+                budget::charge,
+            )),
         )
         .layer(
             ServiceBuilder::new()

@@ -3,10 +3,12 @@
 use super::error::ApiError;
 use crate::api::auth::KeyStore;
 use crate::api::budget::ByteBudget;
+use crate::api::related::PartLimits;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::metrics::{Metrics, Snapshot};
 use crate::pipeline::Pipeline;
+use crate::results::Results;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,11 +32,20 @@ struct Inner {
     budget: ByteBudget,
     /// Set once shutdown has begun: readiness fails from then on.
     stopping: AtomicBool,
+    /// Where DICOMweb results wait (`--results-outbox`).
+    results: Option<Arc<Results>>,
+    /// What a STOW-RS body may hold.
+    part_limits: PartLimits,
 }
 
 impl AppState {
     /// State with no model yet: prediction routes answer 503 until [`AppState::set_pipeline`].
-    pub fn new(config: &Config, audit: Option<AuditLog>, keys: Option<KeyStore>) -> Self {
+    pub fn new(
+        config: &Config,
+        audit: Option<AuditLog>,
+        keys: Option<KeyStore>,
+        results: Option<Arc<Results>>,
+    ) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 pipeline: OnceLock::new(),
@@ -46,6 +57,13 @@ impl AppState {
                 keys,
                 budget: ByteBudget::new(config.max_inflight_bytes),
                 stopping: AtomicBool::new(false),
+                results,
+                // The batch limits; one part is one image, as on /predict.
+                part_limits: PartLimits {
+                    body: config.max_batch_body_bytes,
+                    part: config.max_body_bytes,
+                    parts: config.max_batch_items,
+                },
             }),
         }
     }
@@ -88,6 +106,7 @@ impl AppState {
             queue_capacity: self.inner.queue_capacity,
             body_bytes_held: self.inner.budget.held(),
             body_bytes_budget: self.inner.budget.total(),
+            results: self.inner.results.as_ref().map(|r| r.gauges()),
         };
         self.inner.metrics.render(&snapshot)
     }
@@ -109,6 +128,26 @@ impl AppState {
     /// The budget on request bodies held at once.
     pub fn budget(&self) -> &ByteBudget {
         &self.inner.budget
+    }
+
+    /// The DICOMweb results folder, when the server has one.
+    pub fn results(&self) -> Option<&Arc<Results>> {
+        self.inner.results.as_ref()
+    }
+
+    /// The model being served, once loaded.
+    pub fn model(&self) -> Option<crate::pipeline::ModelInfo> {
+        self.inner.pipeline.get().map(|p| p.model().clone())
+    }
+
+    /// What a STOW-RS body may hold.
+    pub fn part_limits(&self) -> PartLimits {
+        self.inner.part_limits
+    }
+
+    /// Images the inference queue holds at most.
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.queue_capacity
     }
 
     /// The audit trail, when the server keeps one.

@@ -6,9 +6,9 @@
 use crate::imaging::dicom::header;
 use crate::imaging::{DecodeLimits, ImageError};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::mem::InMemElement;
-use dicom_object::InMemDicomObject;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use std::fmt;
 
 /// The Patient and General Study attributes an SR copies, with their VRs: Type 2 attributes
@@ -34,6 +34,7 @@ const COPIED: [(Tag, VR, bool); 13] = [
 pub struct Source {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
+    pub study_instance_uid: String,
     /// The attributes of [`COPIED`] the source has (or empty Type 2 ones), in that order.
     copied: Vec<InMemElement>,
 }
@@ -43,6 +44,7 @@ impl fmt::Debug for Source {
         f.debug_struct("Source")
             .field("sop_class_uid", &self.sop_class_uid)
             .field("sop_instance_uid", &self.sop_instance_uid)
+            .field("study_instance_uid", &self.study_instance_uid)
             .field(
                 "copied",
                 &format_args!("{} attributes withheld", self.copied.len()),
@@ -84,8 +86,33 @@ impl Source {
         Ok(Source {
             sop_class_uid,
             sop_instance_uid: uid(tags::SOP_INSTANCE_UID),
+            study_instance_uid: uid(tags::STUDY_INSTANCE_UID),
             copied,
         })
+    }
+
+    /// The source as a header-only DICOM Part 10 object (SOP Class and Instance UIDs and the
+    /// copied attributes), which [`Source::read`] reads back: how a source waits on disk for
+    /// its study's SR.
+    pub fn to_part10(&self) -> Result<Vec<u8>, String> {
+        let mut object = InMemDicomObject::new_empty();
+        self.copy_into(&mut object);
+        object.put(DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(self.sop_class_uid.as_str()),
+        ));
+        object.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(self.sop_instance_uid.as_str()),
+        ));
+        let file = object
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+            .map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        file.write_all(&mut bytes).map_err(|e| e.to_string())?;
+        Ok(bytes)
     }
 
     /// Puts the copied Patient and General Study attributes into `object`.

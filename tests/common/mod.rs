@@ -426,3 +426,51 @@ pub fn temp_file(name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A STOW-RS body: each of `parts` (content type, bytes) as a part of a `multipart/related`
+/// body; returns the request's content type and the body.
+pub fn related(parts: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "mammo-test-boundary-7d3f";
+    let mut body = Vec::new();
+    for (content_type, bytes) in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        body,
+    )
+}
+
+/// A fresh empty folder under the system's temporary one, named for `what` and this process.
+pub fn scratch(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mammo-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` on a 50 ms tick until it returns `Some`: the condition decides, not the
+/// time; the test fails after [`PATIENCE`] rather than hang.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+    }
+}

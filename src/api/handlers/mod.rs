@@ -4,10 +4,12 @@
 mod batch;
 mod predict;
 mod status;
+mod stow;
 
 pub use batch::*;
 pub use predict::*;
 pub use status::*;
+pub use stow::*;
 
 use super::auth::KeyName;
 use super::dto::{ReadOptions, Timing};
