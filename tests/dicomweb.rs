@@ -300,3 +300,108 @@ async fn a_study_received_before_a_restart_gets_its_sr_after_it() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_intake_needs_an_api_key_like_every_other_route() {
+    let outbox = scratch("stow-keys");
+    let keys = temp_file("stow-keys", &key_line("pacs", "pacs-key"));
+    let model = ood_test_model();
+    let server = start(config(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--results-outbox",
+        outbox.to_str().unwrap(),
+        "--api-keys-file",
+        keys.to_str().unwrap(),
+    ]))
+    .await;
+    let parts = [("application/dicom", dicom("mg_rle.dcm"))];
+    expect_problem(stow(&server, "/dicomweb/studies", &parts).await, 401).await;
+    let (content_type, body) = related(&parts);
+    let response = server
+        .client
+        .post(server.url("/dicomweb/studies"))
+        .bearer_auth("pacs-key")
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_full_results_folder_refuses_more_studies_with_503() {
+    let outbox = scratch("stow-full");
+    let model = ood_test_model();
+    let server = start(config(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--results-outbox",
+        outbox.to_str().unwrap(),
+        "--results-outbox-max-bytes",
+        "1",
+        "--study-settle",
+        "3600",
+    ]))
+    .await;
+    let parts = [("application/dicom", dicom("mg_rle.dcm"))];
+    assert_eq!(
+        stow(&server, "/dicomweb/studies", &parts).await.status(),
+        200
+    );
+    let response = stow(&server, "/dicomweb/studies", &parts).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let problem = expect_problem(response, 503).await;
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("--results-outbox-max-bytes"));
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_a_study_before_its_body_is_read() {
+    use mammo_serve::engine::gate::Gate;
+    let outbox = scratch("stow-queue");
+    let gate = Gate::closed();
+    let server = start_gated(
+        config(&[
+            "--engine-workers",
+            "1",
+            "--max-queue-size",
+            "2",
+            "--max-batch-items",
+            "2",
+            "--max-batch-size",
+            "1",
+            "--results-outbox",
+            outbox.to_str().unwrap(),
+        ]),
+        &gate,
+    )
+    .await;
+    let image = || fixture("d3b_Image_1.jpg");
+    // One image held by the only worker at the gate, two more filling the queue.
+    let held = async {
+        futures_util::future::join_all((0..3).map(|_| server.post_image(image(), "image/jpeg")))
+            .await
+    };
+    let refused = async {
+        assert!(gate.waiting(1, PATIENCE).await);
+        eventually("a full queue", || async {
+            let metrics = server.get("/metrics").await.text().await.unwrap();
+            metrics.contains("mammo_queue_depth 2").then_some(())
+        })
+        .await;
+        // Only the first bytes of a large study are sent: the answer comes without the rest.
+        let (content_type, body) = related(&[("application/dicom", vec![0u8; 8 << 20])]);
+        let upload = start_upload(server.addr, "/dicomweb/studies", &content_type, &body, 64).await;
+        let answer = finish_upload(upload, &[]).await;
+        gate.open();
+        answer
+    };
+    let (held, (status, body)) = tokio::join!(held, refused);
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("queue is full"), "{body}");
+    assert!(held.iter().all(|r| r.status() == 200));
+}

@@ -28,14 +28,26 @@ struct Orthanc {
     config: PathBuf,
     port: u16,
     client: reqwest::Client,
+    /// The user every request presents, when Orthanc requires one.
+    user: Option<(&'static str, &'static str)>,
 }
 
 impl Orthanc {
     /// Starts Orthanc in `dir` on HTTP `port` with our server at `ours` as DICOMweb server
     /// `mammo`.
     async fn start(dir: &Path, port: u16, ours: &str) -> Orthanc {
+        Orthanc::start_with_user(dir, port, ours, None).await
+    }
+
+    /// As [`Orthanc::start`], requiring HTTP basic authentication as `user` when given.
+    async fn start_with_user(
+        dir: &Path,
+        port: u16,
+        ours: &str,
+        user: Option<(&'static str, &'static str)>,
+    ) -> Orthanc {
         let config = dir.join("orthanc.json");
-        let settings = json!({
+        let mut settings = json!({
             "Name": "mammo-test",
             "StorageDirectory": dir.join("storage"),
             "IndexDirectory": dir.join("storage"),
@@ -46,12 +58,17 @@ impl Orthanc {
             "Plugins": [PLUGIN],
             "DicomWeb": {"Enable": true, "Root": "/dicom-web/", "Servers": {"mammo": [format!("{ours}/dicomweb/")]}},
         });
+        if let Some((name, password)) = user {
+            settings["AuthenticationEnabled"] = json!(true);
+            settings["RegisteredUsers"] = json!({ name: password });
+        }
         std::fs::write(&config, serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
         let mut orthanc = Orthanc {
             child: None,
             config,
             port,
             client: reqwest::Client::new(),
+            user,
         };
         orthanc.resume().await;
         orthanc
@@ -77,8 +94,7 @@ impl Orthanc {
                 .unwrap(),
         );
         eventually("Orthanc to answer", || async {
-            self.client
-                .get(self.url("/system"))
+            self.request(reqwest::Method::GET, "/system")
                 .send()
                 .await
                 .ok()
@@ -98,30 +114,31 @@ impl Orthanc {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    async fn post(&self, path: &str, body: Vec<u8>) -> Value {
-        let response = self
-            .client
-            .post(self.url(path))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
+    /// A request to Orthanc, with its user when it has one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, self.url(path));
+        match self.user {
+            Some((name, password)) => request.basic_auth(name, Some(password)),
+            None => request,
+        }
+    }
+
+    /// The JSON answer of a request that must succeed.
+    async fn json(&self, request: reqwest::RequestBuilder, path: &str) -> Value {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "{path}: {status}");
         response.json().await.unwrap()
     }
 
+    async fn post(&self, path: &str, body: Vec<u8>) -> Value {
+        let request = self.request(reqwest::Method::POST, path).body(body);
+        self.json(request, path).await
+    }
+
     async fn get(&self, path: &str) -> Value {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
+        self.json(self.request(reqwest::Method::GET, path), path)
+            .await
     }
 
     /// Stores the fixture views and pushes their study to our server with Orthanc's STOW-RS
@@ -167,9 +184,9 @@ impl Orthanc {
             .post("/tools/lookup", sop_instance_uid.as_bytes().to_vec())
             .await;
         let id = found[0]["ID"].as_str().unwrap();
+        let path = format!("/instances/{id}/file");
         let response = self
-            .client
-            .get(self.url(&format!("/instances/{id}/file")))
+            .request(reqwest::Method::GET, &path)
             .send()
             .await
             .unwrap();
@@ -367,4 +384,45 @@ async fn an_sr_the_pacs_refuses_is_kept_for_an_operator_not_retried() {
         .next()
         .is_none());
     assert_eq!(results(&ours, "retried").await, 0, "a 4xx is not retried");
+}
+
+#[tokio::test]
+async fn srs_reach_a_pacs_that_requires_basic_authentication() {
+    let dir = scratch("orthanc-auth");
+    let pacs_port = free_port();
+    // base64("mammo:s3cret")
+    let auth = temp_file("orthanc-auth", "Basic bWFtbW86czNjcmV0\n");
+    let model = ood_test_model();
+    let ours = start(config(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--results-outbox",
+        dir.join("outbox").to_str().unwrap(),
+        "--results-stow-url",
+        &format!("http://127.0.0.1:{pacs_port}/dicom-web"),
+        "--results-stow-auth-file",
+        auth.to_str().unwrap(),
+        "--study-settle",
+        "0.1",
+    ]))
+    .await;
+    let orthanc = Orthanc::start_with_user(
+        &dir,
+        pacs_port,
+        &format!("http://{}", ours.addr),
+        Some(("mammo", "s3cret")),
+    )
+    .await;
+    let (content_type, body) = related(&[("application/dicom", fixture("dicom/mg_rle.dcm"))]);
+    assert_eq!(
+        ours.post_bytes("/dicomweb/studies", body, &content_type)
+            .await
+            .status(),
+        200
+    );
+    eventually("the SR in the authenticating Orthanc", || async {
+        (orthanc.srs().await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(results(&ours, "sent").await, 1);
 }
