@@ -10,19 +10,6 @@ use std::path::Path;
 
 const STUDY: &str = "1.2.826.0.1.3680043.8.498.1001";
 
-async fn start_with_outbox(outbox: &Path, settle: &str) -> TestServer {
-    let model = ood_test_model();
-    start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--results-outbox",
-        outbox.to_str().unwrap(),
-        "--study-settle",
-        settle,
-    ]))
-    .await
-}
-
 fn dicom(name: &str) -> Vec<u8> {
     fixture(&format!("dicom/{name}"))
 }
@@ -72,7 +59,7 @@ fn outbox_srs(outbox: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn instances_taken_and_refused_are_listed_and_the_study_gets_one_sr() {
     let outbox = scratch("stow-mixed");
-    let server = start_with_outbox(&outbox, "0.2").await;
+    let server = start_results(&outbox, "0.2", &[]).await;
     let taken = ["mg_explicit_le.dcm", "mg_left_mlo.dcm", "mg_right_cc.dcm"];
     let mut parts: Vec<(&str, Vec<u8>)> = taken
         .iter()
@@ -147,7 +134,7 @@ async fn instances_taken_and_refused_are_listed_and_the_study_gets_one_sr() {
 #[tokio::test]
 async fn every_instance_taken_is_200_none_is_409_and_another_study_is_refused() {
     let outbox = scratch("stow-status");
-    let server = start_with_outbox(&outbox, "60").await;
+    let server = start_results(&outbox, "60", &[]).await;
     let response = stow(
         &server,
         "/dicomweb/studies",
@@ -191,7 +178,7 @@ async fn every_instance_taken_is_200_none_is_409_and_another_study_is_refused() 
 #[tokio::test]
 async fn malformed_requests_get_a_problem_naming_what_is_wrong() {
     let outbox = scratch("stow-bad");
-    let server = start_with_outbox(&outbox, "60").await;
+    let server = start_results(&outbox, "60", &[]).await;
     // Not multipart/related.
     let response = server
         .post_bytes(
@@ -278,7 +265,7 @@ async fn without_a_results_folder_the_intake_is_off() {
 #[tokio::test]
 async fn a_study_received_before_a_restart_gets_its_sr_after_it() {
     let outbox = scratch("stow-restart");
-    let mut first = start_with_outbox(&outbox, "3600").await;
+    let mut first = start_results(&outbox, "3600", &[]).await;
     let response = stow(
         &first,
         "/dicomweb/studies",
@@ -293,7 +280,7 @@ async fn a_study_received_before_a_restart_gets_its_sr_after_it() {
         "no SR before the study settled"
     );
 
-    let _second = start_with_outbox(&outbox, "0.1").await;
+    let _second = start_results(&outbox, "0.1", &[]).await;
     eventually(
         "the SR of the study received before the restart",
         || async { (outbox_srs(&outbox).len() == 1).then_some(()) },
@@ -305,16 +292,7 @@ async fn a_study_received_before_a_restart_gets_its_sr_after_it() {
 async fn the_intake_needs_an_api_key_like_every_other_route() {
     let outbox = scratch("stow-keys");
     let keys = temp_file("stow-keys", &key_line("pacs", "pacs-key"));
-    let model = ood_test_model();
-    let server = start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--results-outbox",
-        outbox.to_str().unwrap(),
-        "--api-keys-file",
-        keys.to_str().unwrap(),
-    ]))
-    .await;
+    let server = start_results(&outbox, "5", &["--api-keys-file", keys.to_str().unwrap()]).await;
     let parts = [("application/dicom", dicom("mg_rle.dcm"))];
     expect_problem(stow(&server, "/dicomweb/studies", &parts).await, 401).await;
     let (content_type, body) = related(&parts);
@@ -333,18 +311,7 @@ async fn the_intake_needs_an_api_key_like_every_other_route() {
 #[tokio::test]
 async fn a_full_results_folder_refuses_more_studies_with_503() {
     let outbox = scratch("stow-full");
-    let model = ood_test_model();
-    let server = start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--results-outbox",
-        outbox.to_str().unwrap(),
-        "--results-outbox-max-bytes",
-        "1",
-        "--study-settle",
-        "3600",
-    ]))
-    .await;
+    let server = start_results(&outbox, "3600", &["--results-outbox-max-bytes", "1"]).await;
     let parts = [("application/dicom", dicom("mg_rle.dcm"))];
     assert_eq!(
         stow(&server, "/dicomweb/studies", &parts).await.status(),

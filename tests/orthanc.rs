@@ -210,19 +210,11 @@ fn free_port() -> u16 {
 
 /// Our server, sending SRs to the Orthanc that will listen on `pacs_port`, a study settling
 /// after `settle` seconds.
-async fn start_ours(outbox: &Path, pacs_port: u16, settle: &str) -> TestServer {
-    let model = ood_test_model();
-    start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--results-outbox",
-        outbox.to_str().unwrap(),
-        "--results-stow-url",
-        &format!("http://127.0.0.1:{pacs_port}/dicom-web"),
-        "--study-settle",
-        settle,
-    ]))
-    .await
+async fn start_ours(outbox: &Path, pacs_port: u16, settle: &str, extra: &[&str]) -> TestServer {
+    let url = format!("http://127.0.0.1:{pacs_port}/dicom-web");
+    let mut args = vec!["--results-stow-url", url.as_str()];
+    args.extend_from_slice(extra);
+    start_results(outbox, settle, &args).await
 }
 
 /// The count of `mammo_results_total{outcome=...}` in our metrics.
@@ -288,7 +280,7 @@ fn view_uids() -> Vec<String> {
 async fn orthanc_pushes_a_study_and_stores_the_sr_we_send_back() {
     let dir = scratch("orthanc-roundtrip");
     let pacs_port = free_port();
-    let ours = start_ours(&dir.join("outbox"), pacs_port, "0.3").await;
+    let ours = start_ours(&dir.join("outbox"), pacs_port, "0.3", &[]).await;
     let orthanc = Orthanc::start(&dir, pacs_port, &format!("http://{}", ours.addr)).await;
     orthanc.push_study().await;
     let srs = eventually("the SR in Orthanc", || async {
@@ -321,14 +313,14 @@ async fn an_sr_made_while_orthanc_is_down_arrives_once_it_is_back() {
     let outbox = dir.join("outbox");
     let pacs_port = free_port();
     // The study settles only after a restart of ours, so that Orthanc is surely down by then.
-    let mut first = start_ours(&outbox, pacs_port, "3600").await;
+    let mut first = start_ours(&outbox, pacs_port, "3600", &[]).await;
     let mut orthanc = Orthanc::start(&dir, pacs_port, &format!("http://{}", first.addr)).await;
     orthanc.push_study().await;
     orthanc.stop();
     first.begin_shutdown();
     assert!(first.stopped(PATIENCE).await);
     // Restarted on the same folder, ours makes the SR, finds no PACS and keeps it.
-    let ours = start_ours(&outbox, pacs_port, "0.1").await;
+    let ours = start_ours(&outbox, pacs_port, "0.1", &[]).await;
     eventually("a failed attempt to send the SR", || async {
         (results(&ours, "retried").await > 0).then_some(())
     })
@@ -354,19 +346,9 @@ async fn an_sr_the_pacs_refuses_is_kept_for_an_operator_not_retried() {
     let dir = scratch("orthanc-refused");
     let outbox = dir.join("outbox");
     let pacs_port = free_port();
-    let model = ood_test_model();
     // A DICOMweb root Orthanc does not have: its STOW-RS answers 404.
-    let ours = start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--results-outbox",
-        outbox.to_str().unwrap(),
-        "--results-stow-url",
-        &format!("http://127.0.0.1:{pacs_port}/no-such-root"),
-        "--study-settle",
-        "0.1",
-    ]))
-    .await;
+    let url = format!("http://127.0.0.1:{pacs_port}/no-such-root");
+    let ours = start_results(&outbox, "0.1", &["--results-stow-url", &url]).await;
     let _orthanc = Orthanc::start(&dir, pacs_port, &format!("http://{}", ours.addr)).await;
     let (content_type, body) = related(&[("application/dicom", fixture("dicom/mg_rle.dcm"))]);
     let response = ours
@@ -392,20 +374,9 @@ async fn srs_reach_a_pacs_that_requires_basic_authentication() {
     let pacs_port = free_port();
     // base64("mammo:s3cret")
     let auth = temp_file("orthanc-auth", "Basic bWFtbW86czNjcmV0\n");
-    let model = ood_test_model();
-    let ours = start(config(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--results-outbox",
-        dir.join("outbox").to_str().unwrap(),
-        "--results-stow-url",
-        &format!("http://127.0.0.1:{pacs_port}/dicom-web"),
-        "--results-stow-auth-file",
-        auth.to_str().unwrap(),
-        "--study-settle",
-        "0.1",
-    ]))
-    .await;
+    let outbox = dir.join("outbox");
+    let auth_file = ["--results-stow-auth-file", auth.to_str().unwrap()];
+    let ours = start_ours(&outbox, pacs_port, "0.1", &auth_file).await;
     let orthanc = Orthanc::start_with_user(
         &dir,
         pacs_port,

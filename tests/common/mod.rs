@@ -446,6 +446,22 @@ pub fn related(parts: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
     )
 }
 
+/// A ready server on the test model with its stand-in detector and a DICOMweb results folder
+/// at `outbox`, a study settling after `settle` seconds, with `extra` flags on top.
+pub async fn start_results(outbox: &Path, settle: &str, extra: &[&str]) -> TestServer {
+    let model = ood_test_model();
+    let mut args = vec![
+        "--model",
+        model.to_str().unwrap(),
+        "--results-outbox",
+        outbox.to_str().unwrap(),
+        "--study-settle",
+        settle,
+    ];
+    args.extend_from_slice(extra);
+    start(config(&args)).await
+}
+
 /// A fresh empty folder under the system's temporary one, named for `what` and this process.
 pub fn scratch(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mammo-{what}-{}", std::process::id()));
