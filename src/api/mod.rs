@@ -117,39 +117,32 @@ pub fn openapi_json() -> String {
 /// Builds the application: routes, limits, load shedding, timeout, request ids and tracing.
 pub fn router(state: AppState, config: &Config) -> Router {
     let timeout_secs = config.request_timeout;
+    // Each inference route charges its body to the byte budget and is bounded by its limit
+    // (STOW-RS bodies are bounded part by part as they are read: `related`).
+    let charged =
+        |limit: usize| middleware::from_fn_with_state(state.budget().route(limit), budget::charge);
+    let (one, many) = (config.max_body_bytes, config.max_batch_body_bytes);
     // Inference routes share one concurrency limit; beyond it requests are shed with 429.
     let inference = Router::new()
         .route(
             "/predict",
             post(handlers::predict)
-                .layer(DefaultBodyLimit::max(config.max_body_bytes))
-                .layer(middleware::from_fn_with_state(
-                    state.budget().route(config.max_body_bytes),
-                    budget::charge,
-                )),
+                .layer(DefaultBodyLimit::max(one))
+                .layer(charged(one)),
         )
         .route(
             "/batch",
             post(handlers::batch)
-                .layer(DefaultBodyLimit::max(config.max_batch_body_bytes))
-                .layer(middleware::from_fn_with_state(
-                    state.budget().route(config.max_batch_body_bytes),
-                    budget::charge,
-                )),
+                .layer(DefaultBodyLimit::max(many))
+                .layer(charged(many)),
         )
         .route(
             "/dicomweb/studies",
-            post(handlers::store).layer(middleware::from_fn_with_state(
-                state.budget().route(config.max_batch_body_bytes),
-                budget::charge,
-            )),
+            post(handlers::store).layer(charged(many)),
         )
         .route(
             "/dicomweb/studies/{study}",
-            post(handlers::store_study).layer(middleware::from_fn_with_state(
-                state.budget().route(config.max_batch_body_bytes),
-                budget::charge,
-            )),
+            post(handlers::store_study).layer(charged(many)),
         )
         .layer(
             ServiceBuilder::new()
