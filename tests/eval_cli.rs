@@ -295,3 +295,61 @@ fn dicom_files_are_evaluated_through_the_same_imaging_path() {
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["images_evaluated"], 2);
 }
+
+#[test]
+fn prepare_writes_each_image_as_the_server_feeds_it_to_the_model() {
+    use mammo_serve::eval::prepared::{read_png, PRECISION};
+    use mammo_serve::imaging::{self, DecodeLimits, Preprocessing, ResizeFilter};
+    let data = csv_set(
+        "prepare",
+        &[("mg_rle.dcm", &fixture("dicom/mg_rle.dcm"), "Density3Benign")],
+    );
+    let out = temp_dir("prepare-out");
+    let output = eval_command()
+        .args(["prepare", "--data"])
+        .arg(data.join("Training_set.csv"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(test_model())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The test model's preprocessing: 224 px, every full-field step, bilinear.
+    let preprocessing = Preprocessing {
+        height: 224,
+        width: 224,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        resize: ResizeFilter::Bilinear,
+        steps: "crop_breast,orient_left,pad_square".parse().unwrap(),
+    };
+    let mut manifest = csv::Reader::from_path(out.join("manifest.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = manifest.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), CLASS_FIXTURES.len() + 1, "every image written");
+    for row in &rows {
+        let (path, source, label) = (&row[0], &row[1], &row[2]);
+        let bytes = std::fs::read(data.join(source)).unwrap();
+        let (expected, _) =
+            imaging::model_plane(&bytes.into(), &DecodeLimits::default(), &preprocessing).unwrap();
+        let (plane, width, height) = read_png(&out.join(path)).unwrap();
+        assert_eq!((width, height), (224, 224), "{source}");
+        let worst = max_abs_diff(&plane, &expected);
+        assert!(worst <= PRECISION, "{source}: off by {worst}");
+        let expected_label = match source {
+            "mg_rle.dcm" => "D3B".to_string(),
+            class_fixture => class_fixture[..3].to_uppercase(),
+        };
+        assert_eq!(label, expected_label, "{source}");
+    }
+    let dicom = rows.iter().find(|r| &r[1] == "mg_rle.dcm").unwrap();
+    assert_eq!(
+        (&dicom[3], &dicom[4]),
+        ("L", "CC"),
+        "the DICOM's laterality and view"
+    );
+}

@@ -10,7 +10,7 @@ use mammo_serve::engine::{EngineOptions, Unobserved};
 use mammo_serve::eval::audit::{self, Unreadable};
 use mammo_serve::eval::dataset::{self, Item};
 use mammo_serve::eval::report::{AssessmentCounts, AuditSection, Evaluation, ModelSection};
-use mammo_serve::eval::{html, inference, report};
+use mammo_serve::eval::{html, inference, prepared, report};
 use mammo_serve::imaging::DecodeLimits;
 use mammo_serve::pipeline::{self, Admission, OnnxOptions, Pipeline};
 use std::collections::HashMap;
@@ -62,6 +62,26 @@ enum Command {
         out: PathBuf,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Write each image as the model sees it (decoded, grey-mapped, reduced, full-field steps,
+    /// resized; before normalisation) as a 16-bit grey PNG in --out/images, with
+    /// --out/manifest.csv: what training reads.
+    Prepare {
+        /// Labelled set (any layout) or a folder of images.
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder for images/ and manifest.csv.
+        #[arg(long)]
+        out: PathBuf,
+        /// The model whose preprocessing (input size, full-field steps, resize) is applied.
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        /// ONNX Runtime library (the model's metadata is read through it).
+        #[arg(long, env = "ORT_DYLIB_PATH", default_value = DEFAULT_ORT_LIB)]
+        ort_lib: PathBuf,
+        /// Decoding threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Class balance and exact duplicates (same decoded pixels), within a set and against another.
     Audit {
@@ -133,6 +153,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             &run,
         ),
         Command::Predict { data, out, run } => predict(&data, &out, &run),
+        Command::Prepare {
+            data,
+            out,
+            model,
+            ort_lib,
+            threads,
+        } => prepare(&data, &out, model, ort_lib, threads.unwrap_or_else(cores)),
         Command::Audit {
             data,
             against,
@@ -145,6 +172,83 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             threads.unwrap_or_else(cores),
         ),
     }
+}
+
+/// `prepare`: every image of `data` through the model's preprocessing into `out`.
+fn prepare(
+    data: &Path,
+    out: &Path,
+    model: PathBuf,
+    ort_lib: PathBuf,
+    threads: usize,
+) -> anyhow::Result<ExitCode> {
+    let items = match dataset::read_labelled(data) {
+        Ok((items, _)) => items,
+        Err(_) => dataset::read_unlabelled(data)?,
+    };
+    let run = RunArgs {
+        model,
+        ort_lib,
+        device: Device::Cpu,
+        batch: 1,
+        decoders: Some(1),
+        intra_threads: 1,
+    };
+    let preprocessing = load_pipeline(&run)?.model().metadata.preprocessing.clone();
+    std::fs::create_dir_all(out.join("images"))
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let limits = DecodeLimits::default();
+    let bar = progress_bar(items.len());
+    let chunk = items.len().div_ceil(threads.max(1)).max(1);
+    let results: Vec<(String, Result<prepared::Written, String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, part)| {
+                let (preprocessing, limits, bar) = (&preprocessing, &limits, &bar);
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            bar.inc(1);
+                            let index = c * chunk + i;
+                            let written =
+                                prepared::prepare(index, item, preprocessing, limits, out);
+                            (item.name.clone(), written)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a preparing thread panicked"))
+            .collect()
+    });
+    bar.finish_and_clear();
+    let (written, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
+    let written: Vec<prepared::Written> = written.into_iter().filter_map(|(_, r)| r.ok()).collect();
+    prepared::write_manifest(&out.join("manifest.csv"), &written)?;
+    println!(
+        "mammo-eval prepare: {} images of {} written to {} ({}×{}, 16-bit grey, steps {})",
+        written.len(),
+        items.len(),
+        out.display(),
+        preprocessing.width,
+        preprocessing.height,
+        preprocessing.steps.names().join(",")
+    );
+    for (name, error) in &failed {
+        println!(
+            "  unreadable: {name}: {}",
+            error.as_ref().err().map_or("", String::as_str)
+        );
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// Family and fold by file name.

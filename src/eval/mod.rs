@@ -6,6 +6,7 @@ pub mod html;
 pub mod inference;
 pub mod metrics;
 pub mod plots;
+pub mod prepared;
 pub mod report;
 
 /// Maps `f` over `items` on `threads` scoped threads, keeping order.

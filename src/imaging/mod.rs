@@ -170,20 +170,31 @@ pub fn prepare(
     limits: &DecodeLimits,
     preprocessing: &Preprocessing,
 ) -> Result<Prepared, ImageError> {
-    let (plane, dicom) = match format_of(bytes)? {
-        ImageFormat::Dicom => {
-            let image = dicom::read(bytes, limits)?;
-            (image.model_plane(preprocessing)?, Some(image.info))
-        }
-        raster => {
-            let grey = raster::decode(bytes, raster, limits)?;
-            (preprocess::plane(&grey, None, preprocessing), None)
-        }
-    };
+    let (plane, dicom) = model_plane(bytes, limits, preprocessing)?;
     Ok(Prepared {
         tensor: preprocess::normalise(&plane, preprocessing),
         dicom,
     })
+}
+
+/// Decodes `bytes` into the height × width grey plane in [0, 1] the model sees, before
+/// normalisation: what [`prepare`] normalises, and what `mammo-eval prepare` writes for
+/// training.
+pub fn model_plane(
+    bytes: &Bytes,
+    limits: &DecodeLimits,
+    preprocessing: &Preprocessing,
+) -> Result<(Vec<f32>, Option<DicomInfo>), ImageError> {
+    match format_of(bytes)? {
+        ImageFormat::Dicom => {
+            let image = dicom::read(bytes, limits)?;
+            Ok((image.model_plane(preprocessing)?, Some(image.info)))
+        }
+        raster => {
+            let grey = raster::decode(bytes, raster, limits)?;
+            Ok((preprocess::plane(&grey, None, preprocessing), None))
+        }
+    }
 }
 
 #[cfg(test)]
