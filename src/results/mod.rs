@@ -81,28 +81,35 @@ impl Results {
         (waiting, self.store.pending_studies())
     }
 
-    /// Settles studies and sends SRs until the task is dropped. `model` gives the loaded
-    /// model (none while loading: studies then wait).
+    /// Settles studies and sends SRs until the task is dropped, each on its own loop: a PACS
+    /// slow to answer does not hold back the SRs of studies that settle meanwhile. `model`
+    /// gives the loaded model (none while loading: studies then wait).
     pub async fn run(
         self: Arc<Self>,
         model: impl Fn() -> Option<ModelInfo> + Send + 'static,
         metrics: Arc<Metrics>,
     ) {
-        let mut retry = Backoff::default();
-        let mut tick = tokio::time::interval(TICK);
-        loop {
-            tick.tick().await;
-            if let Some(model) = model() {
+        let settling = async {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tick.tick().await;
+                let Some(model) = model() else { continue };
                 let results = Arc::clone(&self);
                 let settled = tokio::task::spawn_blocking(move || results.settle(&model)).await;
                 if let Err(e) = settled {
                     tracing::error!("settling studies failed: {e}");
                 }
             }
-            if self.sender.is_some() {
+        };
+        let delivering = async {
+            let mut retry = Backoff::default();
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tick.tick().await;
                 self.deliver(&mut retry, &metrics).await;
             }
-        }
+        };
+        tokio::join!(settling, delivering);
     }
 
     /// Makes the SR of every study quiet for `--study-settle` and puts it in the outbox.
