@@ -7,9 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use mammo_serve::imaging::preprocess::{breast_box, model_plane, preprocess};
-use mammo_serve::imaging::{
-    self, decode, DecodeLimits, Grey, ImageError, Laterality, Preprocessing, ResizeFilter,
-};
+use mammo_serve::imaging::{self, decode, DecodeLimits, Grey, ImageError, Laterality};
 use serde_json::Value;
 
 fn dicom(name: &str) -> Vec<u8> {
@@ -114,17 +112,6 @@ fn monochrome1_is_inverted_to_the_same_grey() {
     let (mono2, _) = grey("mg_explicit_le.dcm");
     let (mono1, _) = grey("mg_mono1.dcm");
     assert!(max_abs_diff(&mono1.pixels, &mono2.pixels) < 1e-6);
-}
-
-fn full_field() -> Preprocessing {
-    Preprocessing {
-        height: 224,
-        width: 224,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        resize: ResizeFilter::Bilinear,
-        steps: "crop_breast,orient_left,pad_square".parse().unwrap(),
-    }
 }
 
 #[test]

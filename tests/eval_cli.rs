@@ -299,7 +299,7 @@ fn dicom_files_are_evaluated_through_the_same_imaging_path() {
 #[test]
 fn prepare_writes_each_image_as_the_server_feeds_it_to_the_model() {
     use mammo_serve::eval::prepared::{read_png, PRECISION};
-    use mammo_serve::imaging::{self, DecodeLimits, Preprocessing, ResizeFilter};
+    use mammo_serve::imaging::{self, DecodeLimits};
     let data = csv_set(
         "prepare",
         &[("mg_rle.dcm", &fixture("dicom/mg_rle.dcm"), "Density3Benign")],
@@ -319,15 +319,7 @@ fn prepare_writes_each_image_as_the_server_feeds_it_to_the_model() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // The test model's preprocessing: 224 px, every full-field step, bilinear.
-    let preprocessing = Preprocessing {
-        height: 224,
-        width: 224,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        resize: ResizeFilter::Bilinear,
-        steps: "crop_breast,orient_left,pad_square".parse().unwrap(),
-    };
+    let preprocessing = full_field();
     let mut manifest = csv::Reader::from_path(out.join("manifest.csv")).unwrap();
     let rows: Vec<csv::StringRecord> = manifest.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), CLASS_FIXTURES.len() + 1, "every image written");

@@ -95,6 +95,19 @@ pub fn config(extra: &[&str]) -> Config {
     Config::try_parse_from(args).expect("test configuration parses")
 }
 
+/// The test models' preprocessing, as the planes before normalisation see it: 224 px, every
+/// full-field step, bilinear (mean 0 and std 1, so a tensor is the plane itself).
+pub fn full_field() -> mammo_serve::imaging::Preprocessing {
+    mammo_serve::imaging::Preprocessing {
+        height: 224,
+        width: 224,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        resize: mammo_serve::imaging::ResizeFilter::Bilinear,
+        steps: "crop_breast,orient_left,pad_square".parse().unwrap(),
+    }
+}
+
 /// How long a test waits for something the server must do before it fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
