@@ -331,44 +331,35 @@ async fn a_full_queue_refuses_a_study_before_its_body_is_read() {
     use mammo_serve::engine::gate::Gate;
     let outbox = scratch("stow-queue");
     let gate = Gate::closed();
-    let server = start_gated(
-        config(&[
-            "--engine-workers",
-            "1",
-            "--max-queue-size",
-            "2",
-            "--max-batch-items",
-            "2",
-            "--max-batch-size",
-            "1",
-            "--results-outbox",
-            outbox.to_str().unwrap(),
-        ]),
-        &gate,
-    )
-    .await;
+    let mut flags = ONE_WORKER_TWO_WAITING.to_vec();
+    flags.extend(["--results-outbox", outbox.to_str().unwrap()]);
+    let server = start_gated(config(&flags), &gate).await;
     let image = || fixture("d3b_Image_1.jpg");
-    // One image held by the only worker at the gate, two more filling the queue.
-    let held = async {
-        futures_util::future::join_all((0..3).map(|_| server.post_image(image(), "image/jpeg")))
-            .await
-    };
-    let refused = async {
+    // One image held by the only worker at the gate; only then two more, which fill the queue
+    // (sent together with the first, two could be queued before the worker took one).
+    let first = server.post_image(image(), "image/jpeg");
+    let (first, (queued, (status, body))) = tokio::join!(first, async {
         assert!(gate.waiting(1, PATIENCE).await);
-        eventually("a full queue", || async {
-            let metrics = server.get("/metrics").await.text().await.unwrap();
-            metrics.contains("mammo_queue_depth 2").then_some(())
-        })
-        .await;
-        // Only the first bytes of a large study are sent: the answer comes without the rest.
-        let (content_type, body) = related(&[("application/dicom", vec![0u8; 8 << 20])]);
-        let upload = start_upload(server.addr, "/dicomweb/studies", &content_type, &body, 64).await;
-        let answer = finish_upload(upload, &[]).await;
-        gate.open();
-        answer
-    };
-    let (held, (status, body)) = tokio::join!(held, refused);
+        let queued = futures_util::future::join_all(
+            (0..2).map(|_| server.post_image(image(), "image/jpeg")),
+        );
+        let refused = async {
+            eventually("a full queue", || async {
+                (queue_depth(&server).await == 2.0).then_some(())
+            })
+            .await;
+            // Only the first bytes of a large study are sent: the answer comes without the rest.
+            let (content_type, body) = related(&[("application/dicom", vec![0u8; 8 << 20])]);
+            let upload =
+                start_upload(server.addr, "/dicomweb/studies", &content_type, &body, 64).await;
+            let answer = finish_upload(upload, &[]).await;
+            gate.open();
+            answer
+        };
+        tokio::join!(queued, refused)
+    });
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("queue is full"), "{body}");
-    assert!(held.iter().all(|r| r.status() == 200));
+    assert_eq!(first.status(), 200);
+    assert!(queued.iter().all(|r| r.status() == 200));
 }

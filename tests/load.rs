@@ -19,13 +19,6 @@ fn class_vector(p: &Value) -> Vec<f64> {
         .collect()
 }
 
-/// The value of an unlabelled or fully labelled series in a /metrics text.
-fn series(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn queued_requests_are_batched_and_each_answer_is_for_its_own_image() {
     let gate = Gate::closed();
@@ -80,29 +73,10 @@ async fn queued_requests_are_batched_and_each_answer_is_for_its_own_image() {
     );
 }
 
-/// Images waiting for the engine now, from `/metrics`.
-async fn queue_depth(server: &TestServer) -> f64 {
-    let metrics = server.get("/metrics").await.text().await.unwrap();
-    series(&metrics, "mammo_queue_depth")
-}
-
 #[tokio::test]
 async fn a_full_queue_answers_429_keeps_health_live_and_recovers() {
     let gate = Gate::closed();
-    let server = start_gated(
-        config(&[
-            "--engine-workers",
-            "1",
-            "--max-queue-size",
-            "2",
-            "--max-batch-items",
-            "2",
-            "--max-batch-size",
-            "1",
-        ]),
-        &gate,
-    )
-    .await;
+    let server = start_gated(config(&ONE_WORKER_TWO_WAITING), &gate).await;
     let image = || fixture(CLASS_FIXTURES[0]);
     // The first request holds the only worker at the gate; of five more, the queue takes two.
     let first = server.post_image(image(), "image/jpeg");

@@ -218,12 +218,12 @@ async fn start_ours(outbox: &Path, pacs_port: u16, settle: &str, extra: &[&str])
 }
 
 /// The count of `mammo_results_total{outcome=...}` in our metrics.
-async fn results(server: &TestServer, outcome: &str) -> u64 {
+async fn results(server: &TestServer, outcome: &str) -> f64 {
     let text = server.get("/metrics").await.text().await.unwrap();
-    let prefix = format!("mammo_results_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    series(
+        &text,
+        &format!("mammo_results_total{{outcome=\"{outcome}\"}}"),
+    )
 }
 
 fn evidence(sr: &[u8]) -> Vec<String> {
@@ -303,8 +303,8 @@ async fn orthanc_pushes_a_study_and_stores_the_sr_we_send_back() {
         .unwrap()
         .to_string();
     assert!(patient.starts_with("Fixture^Synthetic"), "{patient}");
-    assert_eq!(results(&ours, "sent").await, 1);
-    assert_eq!(results(&ours, "refused").await, 0);
+    assert_eq!(results(&ours, "sent").await, 1.0);
+    assert_eq!(results(&ours, "refused").await, 0.0);
 }
 
 #[tokio::test]
@@ -322,10 +322,10 @@ async fn an_sr_made_while_orthanc_is_down_arrives_once_it_is_back() {
     // Restarted on the same folder, ours makes the SR, finds no PACS and keeps it.
     let ours = start_ours(&outbox, pacs_port, "0.1", &[]).await;
     eventually("a failed attempt to send the SR", || async {
-        (results(&ours, "retried").await > 0).then_some(())
+        (results(&ours, "retried").await > 0.0).then_some(())
     })
     .await;
-    assert_eq!(results(&ours, "sent").await, 0);
+    assert_eq!(results(&ours, "sent").await, 0.0);
     orthanc.resume().await;
     let srs = eventually("the SR in Orthanc after the outage", || async {
         let srs = orthanc.srs().await;
@@ -333,7 +333,7 @@ async fn an_sr_made_while_orthanc_is_down_arrives_once_it_is_back() {
     })
     .await;
     eventually("the SR counted as sent", || async {
-        (results(&ours, "sent").await == 1).then_some(())
+        (results(&ours, "sent").await == 1.0).then_some(())
     })
     .await;
     assert_eq!(orthanc.srs().await, srs, "one SR, once");
@@ -356,7 +356,7 @@ async fn an_sr_the_pacs_refuses_is_kept_for_an_operator_not_retried() {
         .await;
     assert_eq!(response.status(), 200);
     eventually("the refusal", || async {
-        (results(&ours, "refused").await == 1).then_some(())
+        (results(&ours, "refused").await == 1.0).then_some(())
     })
     .await;
     let refused: Vec<_> = std::fs::read_dir(outbox.join("refused")).unwrap().collect();
@@ -365,7 +365,7 @@ async fn an_sr_the_pacs_refuses_is_kept_for_an_operator_not_retried() {
         .unwrap()
         .next()
         .is_none());
-    assert_eq!(results(&ours, "retried").await, 0, "a 4xx is not retried");
+    assert_eq!(results(&ours, "retried").await, 0.0, "a 4xx is not retried");
 }
 
 #[tokio::test]
@@ -395,5 +395,5 @@ async fn srs_reach_a_pacs_that_requires_basic_authentication() {
         (orthanc.srs().await.len() == 1).then_some(())
     })
     .await;
-    assert_eq!(results(&ours, "sent").await, 1);
+    assert_eq!(results(&ours, "sent").await, 1.0);
 }

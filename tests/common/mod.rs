@@ -108,6 +108,32 @@ pub fn full_field() -> mammo_serve::imaging::Preprocessing {
     }
 }
 
+/// Flags for a server whose one engine worker takes one image at a time while two more wait:
+/// the queue is full with three images in (gate tests).
+pub const ONE_WORKER_TWO_WAITING: [&str; 8] = [
+    "--engine-workers",
+    "1",
+    "--max-queue-size",
+    "2",
+    "--max-batch-items",
+    "2",
+    "--max-batch-size",
+    "1",
+];
+
+/// The value of an unlabelled or fully labelled series in a /metrics text (0 when absent).
+pub fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Images waiting for the engine now, from `/metrics`.
+pub async fn queue_depth(server: &TestServer) -> f64 {
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    series(&metrics, "mammo_queue_depth")
+}
+
 /// How long a test waits for something the server must do before it fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
