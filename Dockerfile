@@ -4,7 +4,8 @@
 #       docker build -t mammo-serve:gpu .
 #   cpu: Debian 12 slim with onnxruntime 1.31.1
 #       docker build --target cpu -t mammo-serve:cpu .
-# The shipped model is in the image (/app/models/mammo.onnx); to serve another, mount a folder
+# The shipped models are in the image (/app/models/mammo.onnx, and mammo-int8.onnx on the CPU
+# target, served by default there); to serve another, mount a folder
 # holding its mammo.onnx over /app/models or build an image FROM this one that copies it there.
 #
 # Where the binary comes from (build argument BINARY):
@@ -70,12 +71,14 @@ RUN apt-get update \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /app --shell /usr/sbin/nologin mammo
 COPY --from=ort-cpu /opt/ort /opt/ort
 COPY --from=binary /src/target/release/mammo-serve /usr/local/bin/mammo-serve
-COPY models/mammo.onnx models/mammo.onnx.sha256 /app/models/
+# On a CPU the INT8 model (README "Precision"); MAMMO_PRECISION=fp32 serves the FP32 one.
+COPY models/mammo.onnx models/mammo.onnx.sha256 models/mammo-int8.onnx models/mammo-int8.onnx.sha256 /app/models/
 WORKDIR /app
 ENV ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so \
     MAMMO_HOST=0.0.0.0 \
     MAMMO_PORT=8080 \
     MAMMO_MODEL=/app/models/mammo.onnx \
+    MAMMO_PRECISION=int8 \
     MAMMO_DEVICE=cpu \
     MAMMO_LOG_FORMAT=json
 USER 10001:10001

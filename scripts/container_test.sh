@@ -54,7 +54,7 @@ sys.exit(f"{url} not ready after 120 s")
 PY
 }
 # POSTs a fixture to $1/predict (curl options after it): a 200 with the model's answer and the
-# decision-support notice.
+# decision-support notice, from the INT8 model (the CPU image's default).
 check_predict() {
   local url=$1
   shift
@@ -62,9 +62,10 @@ check_predict() {
 import json, sys
 answer = json.load(sys.stdin)
 assert answer["notice"] and answer["model"]["version"], answer
+assert answer["model"]["precision"] == "int8", answer["model"]
 density = answer.get("density", {}).get("label", "not given")
 status, version = answer["assessment"]["status"], answer["model"]["version"]
-print(f"predict: 200, assessment {status}, density {density}, model {version}")'
+print(f"predict: 200, assessment {status}, density {density}, model {version} int8")'
 }
 
 # podman 4.3 reports each healthcheck timer it cannot give to systemd (none runs here).

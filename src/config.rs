@@ -5,6 +5,7 @@ use crate::connections::ConnectionLimits;
 use crate::engine::onnx::{Device, GpuOptions, SessionOptions, DEFAULT_ORT_LIB};
 use crate::engine::EngineOptions;
 use crate::imaging::DecodeLimits;
+use crate::model::Precision;
 use crate::pipeline::OnnxOptions;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -36,6 +37,11 @@ pub struct Config {
     /// ONNX model file that follows the model contract.
     #[arg(long, env = "MAMMO_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
+    /// Serve the model in this precision: int8 picks the sibling `NAME-int8.onnx` of --model
+    /// (the shipped INT8 model, faster on a CPU); fp32 serves --model. Either way, start-up
+    /// stops if the file's `mammo.precision` says otherwise. Unset: --model as it is.
+    #[arg(long, env = "MAMMO_PRECISION", value_parser = precision_parser())]
+    pub precision: Option<Precision>,
     /// ONNX Runtime shared library (libonnxruntime.so 1.31); `make setup` puts it at the default.
     #[arg(long, env = "ORT_DYLIB_PATH", default_value = DEFAULT_ORT_LIB)]
     pub ort_lib: PathBuf,
@@ -180,6 +186,12 @@ pub fn device_parser() -> impl clap::builder::TypedValueParser<Value = Device> {
         .map(|name| name.parse::<Device>().expect("a listed device name"))
 }
 
+pub fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["fp32", "int8"])
+        .map(|name| name.parse::<Precision>().expect("a listed precision"))
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -264,11 +276,26 @@ impl Config {
         Ok(())
     }
 
+    /// The model file to serve: `--model`, or for `--precision int8` its `-int8` sibling
+    /// (`models/mammo.onnx` → `models/mammo-int8.onnx`; a path already ending so is kept).
+    pub fn model_file(&self) -> PathBuf {
+        let stem = self.model.file_stem().unwrap_or_default().to_string_lossy();
+        match self.precision {
+            Some(Precision::Int8) if !stem.ends_with("-int8") => {
+                self.model.with_file_name(format!(
+                    "{stem}-int8.{}",
+                    self.model.extension().unwrap_or_default().to_string_lossy()
+                ))
+            }
+            _ => self.model.clone(),
+        }
+    }
+
     /// How to load the model and run its engine.
     pub fn onnx(&self) -> OnnxOptions {
         OnnxOptions {
             session: SessionOptions {
-                model: self.model.clone(),
+                model: self.model_file(),
                 device: self.device,
                 gpu: GpuOptions {
                     fp16: self.fp16,
@@ -277,6 +304,7 @@ impl Config {
                 intra_threads: self.intra_threads_per_worker(),
                 intra_op_spinning: self.intra_op_spinning,
             },
+            precision: self.precision,
             workers: self.engine_workers,
             warmup_runs: self.warmup_runs,
             engine: self.engine(),
@@ -342,6 +370,27 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.model, PathBuf::from(DEFAULT_MODEL));
         assert_eq!(c.device, Device::Auto);
+        assert_eq!(c.model_file(), PathBuf::from(DEFAULT_MODEL));
+    }
+
+    #[test]
+    fn int8_precision_serves_the_sibling_file() {
+        let file = |args: &[&str]| parse(args).model_file();
+        let int8 = PathBuf::from("models/mammo-int8.onnx");
+        assert_eq!(file(&["--precision", "int8"]), int8);
+        assert_eq!(
+            file(&["--precision", "int8", "--model", "models/mammo-int8.onnx"]),
+            int8
+        );
+        assert_eq!(
+            file(&["--precision", "fp32", "--model", "/m/site.onnx"]),
+            PathBuf::from("/m/site.onnx")
+        );
+        assert_eq!(
+            file(&["--precision", "int8", "--model", "/m/site.onnx"]),
+            PathBuf::from("/m/site-int8.onnx")
+        );
+        assert!(Config::try_parse_from(["mammo-serve", "--precision", "fp16"]).is_err());
     }
 
     #[test]

@@ -43,10 +43,11 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         config.validate()?;
         let environment = onnx::environment(&config.ort_lib)?;
-        if !config.model.is_file() {
+        let model = config.model_file();
+        if !model.is_file() {
             bail!(
                 "model file {} not found: pass --model (or MAMMO_MODEL) with an ONNX file that follows the model contract",
-                config.model.display()
+                model.display()
             );
         }
         let address = SocketAddr::new(config.host, config.port);

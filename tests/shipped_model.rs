@@ -40,7 +40,46 @@ async fn the_default_model_is_the_shipped_trained_model() {
     let threshold = model["malignancy_threshold"].as_f64().unwrap();
     assert!(threshold > 0.0 && threshold < 1.0);
     assert_eq!(model["input"]["mean"][0], 0.498);
+    assert_eq!(model["precision"], "fp32");
+    reads_training_like_images_and_declines_others(&server).await;
+}
 
+/// `--precision int8` serves models/mammo-int8.onnx: the FP32 model quantized, with its
+/// metadata, reporting its precision, and reading and declining the same images.
+#[tokio::test]
+async fn the_int8_model_is_the_shipped_model_quantized() {
+    let fp32 = start(config(&["--model", &shipped_model().display().to_string()])).await;
+    let int8 = start(config(&[
+        "--model",
+        &shipped_model().display().to_string(),
+        "--precision",
+        "int8",
+    ]))
+    .await;
+    let fp32_model: Value = fp32.get("/v1/model").await.json().await.unwrap();
+    let int8_model: Value = int8.get("/v1/model").await.json().await.unwrap();
+    assert_eq!(int8_model["name"], "mammo-int8");
+    assert_eq!(int8_model["precision"], "int8");
+    for key in [
+        "version",
+        "labels",
+        "input",
+        "temperature",
+        "ood",
+        "malignancy_threshold",
+    ] {
+        assert_eq!(int8_model[key], fp32_model[key], "{key}");
+    }
+    assert!(
+        int8_model["size_bytes"].as_u64().unwrap() * 2 < fp32_model["size_bytes"].as_u64().unwrap(),
+        "int8 weights are a quarter of fp32's, less the float layers: {int8_model}"
+    );
+    let health: Value = int8.get("/health").await.json().await.unwrap();
+    assert_eq!(health["model"]["precision"], "int8");
+    reads_training_like_images_and_declines_others(&int8).await;
+}
+
+async fn reads_training_like_images_and_declines_others(server: &TestServer) {
     // A training-set image of each class (so this checks wiring, not skill: see MODEL_CARD.md;
     // three of them are in the held-out fold, and all eight happen to be read right).
     for name in CLASS_FIXTURES {

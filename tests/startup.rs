@@ -3,10 +3,11 @@
 mod common;
 
 use common::*;
+use mammo_serve::engine::Unobserved;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 fn binary() -> Command {
@@ -37,6 +38,32 @@ fn a_missing_model_file_stops_start_up_with_its_path() {
     assert!(
         stderr.contains("model file /nonexistent/model.onnx not found"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_model_in_another_precision_than_asked_for_stops_start_up() {
+    let (ok, stderr) = run_to_exit(
+        binary()
+            .args(["--precision", "int8", "--model"])
+            .arg(test_model()),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("untrained-int8.onnx not found"),
+        "int8 looks for the sibling file: {stderr}"
+    );
+    let int8 = repo().join("models/mammo-int8.onnx").display().to_string();
+    let options = config(&["--device", "cpu", "--precision", "fp32", "--model", &int8]).onnx();
+    let env = mammo_serve::engine::onnx::environment(&ort_lib()).unwrap();
+    let refused = mammo_serve::pipeline::load_onnx(&env, &options, Arc::new(Unobserved))
+        .err()
+        .expect("an int8 file served as fp32");
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("--precision fp32 asked for, but {int8} is int8")),
+        "{refused}"
     );
 }
 

@@ -411,6 +411,9 @@ pub struct ModelRef {
     pub version: String,
     /// Hex SHA-256 of the ONNX file.
     pub sha256: String,
+    /// `fp32`, or `int8` for the quantized model (`mammo.precision`).
+    #[schema(example = "fp32")]
+    pub precision: String,
 }
 
 impl From<&ModelInfo> for ModelRef {
@@ -419,6 +422,7 @@ impl From<&ModelInfo> for ModelRef {
             name: m.name.clone(),
             version: m.metadata.version.clone(),
             sha256: m.sha256.clone(),
+            precision: m.metadata.precision.name().into(),
         }
     }
 }
@@ -497,6 +501,8 @@ pub struct ModelDescription {
     pub version: String,
     pub sha256: String,
     pub size_bytes: u64,
+    /// `fp32`, or `int8` for the quantized model (`mammo.precision`).
+    pub precision: String,
     /// `mammo.arch`.
     pub arch: String,
     /// `mammo.trained_on`.
@@ -547,6 +553,7 @@ impl From<&ModelInfo> for ModelDescription {
             version: m.metadata.version.clone(),
             sha256: m.sha256.clone(),
             size_bytes: m.size_bytes,
+            precision: m.metadata.precision.name().into(),
             arch: m.metadata.arch.clone(),
             trained_on: m.metadata.trained_on.clone(),
             labels: m

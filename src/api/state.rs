@@ -100,6 +100,7 @@ impl AppState {
                     ("version", info.metadata.version.clone()),
                     ("sha256", info.sha256.clone()),
                     ("provider", info.provider.clone()),
+                    ("precision", info.metadata.precision.name().into()),
                 ]
             }),
             queue_depth: pipeline.map_or(0, Pipeline::queue_depth),

@@ -276,6 +276,7 @@ fn load_pipeline(run: &RunArgs) -> anyhow::Result<Pipeline> {
             intra_threads: run.intra_threads,
             intra_op_spinning: true,
         },
+        precision: None,
         workers: 1,
         warmup_runs: 1,
         engine: EngineOptions {

@@ -63,6 +63,8 @@ pub struct ModelSection {
     pub name: String,
     pub version: String,
     pub sha256: String,
+    /// `fp32` or `int8`.
+    pub precision: &'static str,
     pub threshold: f32,
 }
 
@@ -73,6 +75,7 @@ impl ModelSection {
             name: info.name.clone(),
             version: info.metadata.version.clone(),
             sha256: info.sha256.clone(),
+            precision: info.metadata.precision.name(),
             threshold: info.metadata.malignancy_threshold,
         }
     }

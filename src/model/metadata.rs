@@ -23,6 +23,39 @@ pub struct ModelMetadata {
     pub temperature: f32,
     /// `mammo.ood_method` and `mammo.ood_threshold`, for a model with an `ood_score` output.
     pub ood: Option<OodContract>,
+    /// `mammo.precision`: the arithmetic of the weights and activations.
+    pub precision: Precision,
+}
+
+/// The numeric precision a model file computes in. A file without `mammo.precision` is `fp32`
+/// (every export before the INT8 model), so its absence is not logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Static INT8 quantization (QDQ), made from an FP32 model and gated by evaluation.
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("expected fp32 or int8, got {other:?}")),
+        }
+    }
 }
 
 /// How a model scores the distance of an image from its training data.
@@ -112,6 +145,12 @@ impl ModelMetadata {
             props.get("mammo.ood_method"),
             props.get("mammo.ood_threshold"),
         )?;
+        let precision = match props.get("mammo.precision") {
+            Some(text) => text
+                .parse()
+                .map_err(|why: String| invalid("mammo.precision", text, &why))?,
+            None => Precision::Fp32,
+        };
         let metadata = ModelMetadata {
             labels,
             preprocessing: Preprocessing {
@@ -128,6 +167,7 @@ impl ModelMetadata {
             trained_on,
             temperature,
             ood,
+            precision,
         };
         Ok((metadata, defaults))
     }
@@ -254,6 +294,7 @@ mod tests {
             ("mammo.temperature", "1.5"),
             ("mammo.ood_method", "maha_early"),
             ("mammo.ood_threshold", "3.25"),
+            ("mammo.precision", "int8"),
         ])
     }
 
@@ -275,6 +316,7 @@ mod tests {
                 threshold: 3.25
             })
         );
+        assert_eq!(m.precision, Precision::Int8);
     }
 
     #[test]
@@ -298,8 +340,10 @@ mod tests {
         p.remove("mammo.temperature");
         p.remove("mammo.ood_method");
         p.remove("mammo.ood_threshold");
+        p.remove("mammo.precision");
         let (m, defaults) = ModelMetadata::from_props(&p).unwrap();
         assert_eq!(m.malignancy_threshold, DEFAULT_THRESHOLD);
+        assert_eq!(m.precision, Precision::Fp32, "models before INT8 are fp32");
         assert_eq!((m.temperature, m.ood), (1.0, None));
         assert_eq!(m.version, "unknown");
         assert_eq!(
@@ -329,6 +373,7 @@ mod tests {
             ("mammo.preprocess", "crop_breast,rotate"),
             ("mammo.temperature", "0"),
             ("mammo.ood_threshold", "high"),
+            ("mammo.precision", "fp16"),
         ] {
             let mut p = complete();
             p.insert(key.into(), bad.into());

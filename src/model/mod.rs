@@ -8,7 +8,7 @@ pub mod postprocess;
 
 pub use assessment::{Assessment, Status};
 pub use labels::{ClassLabel, Density, Pathology};
-pub use metadata::ModelMetadata;
+pub use metadata::{ModelMetadata, Precision};
 pub use postprocess::{interpret, Malignancy, Prediction};
 
 /// Carried by every answer, JSON or DICOM SR.

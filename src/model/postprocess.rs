@@ -147,6 +147,7 @@ mod tests {
             trained_on: "t".into(),
             temperature: 1.0,
             ood: None,
+            precision: Default::default(),
         }
     }
 

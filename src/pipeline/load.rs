@@ -3,7 +3,7 @@
 
 use crate::engine::onnx::{OnnxModel, SessionOptions};
 use crate::engine::{Engine, EngineError, EngineOptions, Observer};
-use crate::model::ModelMetadata;
+use crate::model::{ModelMetadata, Precision};
 use ort::environment::Environment;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ pub struct ModelInfo {
 #[derive(Debug, Clone)]
 pub struct OnnxOptions {
     pub session: SessionOptions,
+    /// The precision the operator asked for; a file whose `mammo.precision` differs is refused.
+    pub precision: Option<Precision>,
     /// Worker threads, each with its own session.
     pub workers: usize,
     /// Single-image runs after one run of every batch size, before the engine starts.
@@ -53,6 +55,7 @@ pub fn load_onnx(
         tracing::warn!("{note}");
     }
     check_detector(model.has_ood_score, &metadata)?;
+    check_precision(options.precision, &metadata, path)?;
     let p = &metadata.preprocessing;
     let max_batch = options.engine.max_batch_size.max(1);
     let classes = model.warm_up((p.height, p.width), max_batch, options.warmup_runs)?;
@@ -76,7 +79,7 @@ pub fn load_onnx(
     let tensor_len = info.metadata.preprocessing.tensor_len();
     let workers = options.workers.max(1);
     let engine = Engine::start(model.into_backends(), tensor_len, options.engine, observer)?;
-    tracing::info!(model = %info.path.display(), provider = %info.provider, version = %info.metadata.version, workers, max_batch, "model loaded and warmed up");
+    tracing::info!(model = %info.path.display(), provider = %info.provider, version = %info.metadata.version, precision = info.metadata.precision.name(), workers, max_batch, "model loaded and warmed up");
     Ok((engine, info))
 }
 
@@ -89,6 +92,24 @@ fn file_sha256(path: &Path) -> Result<(String, u64), EngineError> {
     let size = std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;
     let digest = hasher.finalize();
     Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
+}
+
+/// A file is served in the precision asked for, or not at all: an operator who asked for the
+/// faster INT8 model must not be given FP32 unknowingly, nor the reverse.
+fn check_precision(
+    wanted: Option<Precision>,
+    metadata: &ModelMetadata,
+    path: &Path,
+) -> Result<(), EngineError> {
+    match wanted {
+        Some(w) if w != metadata.precision => Err(EngineError::Startup(format!(
+            "--precision {} asked for, but {} is {} (its mammo.precision)",
+            w.name(),
+            path.display(),
+            metadata.precision.name()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The `ood_score` output and the `mammo.ood_*` properties come together. A model with

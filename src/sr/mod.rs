@@ -33,11 +33,9 @@ pub struct Analysed<'a> {
     pub reading: &'a Reading,
 }
 
-/// An SR instance, as DICOM Part 10 bytes, with its UIDs.
+/// An SR instance, as DICOM Part 10 bytes, with its SOP Instance UID.
 #[derive(Debug, Clone)]
 pub struct Document {
-    pub study_instance_uid: String,
-    pub series_instance_uid: String,
     pub sop_instance_uid: String,
     pub bytes: Vec<u8>,
 }
@@ -83,8 +81,6 @@ pub fn report(
     file.write_all(&mut bytes)
         .map_err(|e| SrError::Encoding(e.to_string()))?;
     Ok(Document {
-        study_instance_uid: study,
-        series_instance_uid: ids.series,
         sop_instance_uid: ids.instance,
         bytes,
     })

@@ -67,6 +67,7 @@ def contract(threshold: float, version: str, arch: str, trained_on: str, steps: 
         "mammo.version": version,
         "mammo.arch": arch,
         "mammo.trained_on": trained_on,
+        "mammo.precision": "fp32",
     }
     if ood_method is not None:
         props["mammo.ood_method"] = ood_method
