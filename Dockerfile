@@ -71,7 +71,8 @@ RUN apt-get update \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /app --shell /usr/sbin/nologin mammo
 COPY --from=ort-cpu /opt/ort /opt/ort
 COPY --from=binary /src/target/release/mammo-serve /usr/local/bin/mammo-serve
-# On a CPU the INT8 model (README "Precision"); MAMMO_PRECISION=fp32 serves the FP32 one.
+# On a CPU the INT8 model (README "Precision"; MAMMO_PRECISION=fp32 serves the FP32 one) and
+# batches of at most 2, the raw engine's best here (docs/benchmarks.md).
 COPY models/mammo.onnx models/mammo.onnx.sha256 models/mammo-int8.onnx models/mammo-int8.onnx.sha256 /app/models/
 WORKDIR /app
 ENV ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so \
@@ -79,6 +80,7 @@ ENV ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so \
     MAMMO_PORT=8080 \
     MAMMO_MODEL=/app/models/mammo.onnx \
     MAMMO_PRECISION=int8 \
+    MAMMO_MAX_BATCH_SIZE=2 \
     MAMMO_DEVICE=cpu \
     MAMMO_LOG_FORMAT=json
 USER 10001:10001

@@ -2,7 +2,7 @@
 # One run, side by side on this machine, of the ways to serve the model here:
 #   - the raw engine, FP32 and INT8 (examples/bench_engine: preprocessed tensors straight into
 #     ONNX Runtime at its best batch size and session layout; no HTTP, no decoding);
-#   - mammo-serve FP32 and INT8 (its defaults);
+#   - mammo-serve FP32 and INT8, as the CPU image runs it (--max-batch-size 2; OURS_ARGS);
 #   - NVIDIA Triton through PyTriton, FP32 and INT8 (dynamic batcher, max batch 8, 2 ms queue
 #     delay, two model instances of one thread each; KServe v2, the JPEG as one BYTES element);
 #   - a FastAPI + ONNX Runtime wrapper, FP32 (one session on every core).
@@ -81,7 +81,7 @@ ready() { # URL: wait up to 3 minutes for a 200
 }
 serve() { # NAME MODEL: start it on $port, wait until ready; set $script, the wrk script that loads it
   case $1 in
-    ours-*) target/release/mammo-serve --port "$port" --device cpu --model "${2}" >"bench/$1.log" 2>&1 &
+    ours-*) target/release/mammo-serve --port "$port" --device cpu --model "$2" ${OURS_ARGS:---max-batch-size 2} >"bench/$1.log" 2>&1 &
             pid=$!; ready "http://127.0.0.1:$port/health/ready"; script=bench/post_predict.lua ;;
     triton-*) (cd scripts/peers && exec "../../$venv/bin/python" triton_peer.py "../../$2" "$port") >"bench/$1.log" 2>&1 &
               pid=$!; ready "http://127.0.0.1:$port/v2/models/mammo/ready"; script=bench/post_kserve.lua ;;

@@ -2,14 +2,15 @@
 # What the autoscaler sees (issue #18): mammo_queue_depth sampled every 100 ms while k6 drives
 # /predict at constant rates below, at and above what one server answers, with its latency.
 # The HorizontalPodAutoscaler's target (deploy/k8s/base/hpa.yaml) is read off this table.
-#   scripts/queue_depth.sh "60 120 180 240 300"   (DURATION=15s PORT=18097)
+#   scripts/queue_depth.sh "60 120 180 240 300"   (DURATION=15s PORT=18097; SERVER_ARGS for the
+#   server, e.g. the CPU image's "--precision int8 --max-batch-size 2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=${1:-60 120 180 240 300} duration=${DURATION:-15s} port=${PORT:-18097}
 scripts/setup.sh >/dev/null
 cargo build --release --quiet --bin mammo-serve
 mkdir -p bench
-target/release/mammo-serve --port "$port" > bench/queue_depth_server.log 2>&1 &
+target/release/mammo-serve --port "$port" ${SERVER_ARGS:-} > bench/queue_depth_server.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do sleep 0.1; done

@@ -284,12 +284,17 @@ pub fn model_plane(grey: &Grey, laterality: Option<Laterality>, p: &Preprocessin
     if (h, w) == (p.height, p.width) {
         return small;
     }
-    let mut canvas = vec![0.0; (p.width * p.height) as usize];
-    let top = ((p.height - h) / 2) as usize;
-    for (y, row) in small.chunks_exact(w as usize).enumerate() {
-        let start = (top + y) * p.width as usize;
-        canvas[start..start + w as usize].copy_from_slice(row);
+    // Written row by row into an uninitialised buffer, not copied into a zeroed one: the
+    // allocator hands out a zeroed buffer of this size as fresh pages, and faulting them in on
+    // every request cost more than the preprocessing around it (docs/benchmarks.md).
+    let (width, len) = (p.width as usize, (p.width * p.height) as usize);
+    let mut canvas = Vec::with_capacity(len);
+    canvas.resize(((p.height - h) / 2) as usize * width, 0.0);
+    for row in small.chunks_exact(w as usize) {
+        canvas.extend_from_slice(row);
+        canvas.resize(canvas.len() + width - row.len(), 0.0);
     }
+    canvas.resize(len, 0.0);
     canvas
 }
 

@@ -1,7 +1,7 @@
 //! JPEG and PNG through the `image` crate, within the decode limits, to grey.
 
 use super::{DecodeLimits, Grey, ImageError, ImageFormat};
-use image::{ImageReader, Limits};
+use image::{ImageDecoder, ImageReader, Limits};
 use std::io::Cursor;
 
 /// Decodes a JPEG or PNG. The header's dimensions are checked against `limits` before
@@ -36,15 +36,42 @@ pub(super) fn decode(
     decoder_limits.max_alloc = Some(limits.max_alloc);
     let mut reader = reader();
     reader.limits(decoder_limits);
-    let image = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(limit) => ImageError::Unusable(format!(
+    let too_big = |detail: String| {
+        ImageError::Unusable(format!(
             "the {format} image ({width}×{height} px) needs more memory to decode than the \
-             {} MiB limit allows: {limit}",
+             {} MiB limit allows: {detail}",
             limits.max_alloc >> 20
-        )),
+        ))
+    };
+    let failed = |e: image::ImageError| match e {
+        image::ImageError::Limits(limit) => too_big(limit.to_string()),
         other => corrupt(other),
-    })?;
-    Ok(Grey::from_image(&image))
+    };
+    let decoder = reader.into_decoder().map_err(failed)?;
+    let (color, total) = (decoder.color_type(), decoder.total_bytes());
+    if total > limits.max_alloc {
+        return Err(too_big(format!("{total} bytes of samples")));
+    }
+    let mut samples = zero_filled(total as usize);
+    decoder.read_image(&mut samples).map_err(failed)?;
+    Grey::from_samples(width, height, color, &samples).ok_or_else(|| {
+        ImageError::Unusable(format!(
+            "{format} images of {color:?} samples are not supported"
+        ))
+    })
+}
+
+/// A buffer of `len` zeros, filled by writing rather than allocated zeroed: the allocator hands
+/// out a zeroed buffer of a decoded image's size as fresh pages, faulted in on every request,
+/// where a written one reuses freed memory (docs/benchmarks.md).
+#[expect(
+    clippy::slow_vector_initialization,
+    reason = "vec![0; len] is the zeroed allocation this avoids"
+)]
+fn zero_filled(len: usize) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(len);
+    buffer.resize(len, 0);
+    buffer
 }
 
 /// Whether a JPEG's last scan is followed by its end-of-image marker (FF D9). The JPEG decoder
