@@ -51,24 +51,8 @@ head = json.dumps({"inputs": [{"name": "image", "shape": [1, 1], "datatype": "BY
 open("bench/kserve_body.bin", "wb").write(head + element)
 open("bench/kserve_header_length", "w").write(str(len(head)))
 PY
-lua() { # PATH CONTENT_TYPE BODY_FILE [EXTRA_HEADER_LINE]: a wrk script posting BODY_FILE
-  cat <<LUA
-local f = assert(io.open("$3", "rb"))
-wrk.method = "POST"
-wrk.path = "$1"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "$2"
-${4:-}
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT images_per_s=%.2f p50_ms=%.1f p99_ms=%.1f errors=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1e3,
-    latency:percentile(99) / 1e3, summary.errors.status + summary.errors.connect + summary.errors.timeout))
-end
-LUA
-}
-lua /predict image/jpeg "$image" > bench/post_predict.lua
-lua /v2/models/mammo/infer application/octet-stream bench/kserve_body.bin \
+scripts/wrk_post.sh "$image" image/jpeg /predict > bench/post_predict.lua
+scripts/wrk_post.sh bench/kserve_body.bin application/octet-stream /v2/models/mammo/infer \
   "wrk.headers[\"Inference-Header-Content-Length\"] = \"$(cat bench/kserve_header_length)\"" > bench/post_kserve.lua
 
 port=18600
@@ -116,9 +100,9 @@ for p in ("fp32", "int8"):
 med = {}
 for name in dict.fromkeys(r["server"] for r in rows):
     mine = [r for r in rows if r["server"] == name]
-    m = {k: statistics.median(float(r[k]) for r in mine) for k in ("images_per_s", "p50_ms", "p99_ms")}
-    med[name] = m["images_per_s"]
-    print(f"| {name} | {m['images_per_s']:.1f} | {' / '.join(r['images_per_s'] for r in mine)} "
+    m = {k: statistics.median(float(r[k]) for r in mine) for k in ("per_s", "p50_ms", "p99_ms")}
+    med[name] = m["per_s"]
+    print(f"| {name} | {m['per_s']:.1f} | {' / '.join(r['per_s'] for r in mine)} "
           f"| {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {sum(int(r['errors']) for r in mine)} |")
 print()
 for p in ("fp32", "int8"):

@@ -22,18 +22,7 @@ case "$image" in
   *.jpg | *.jpeg) content_type=image/jpeg ;;
   *) content_type=application/dicom ;;
 esac
-cat > bench/post_image.lua <<LUA
-local f = assert(io.open("$image", "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "$content_type"
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT answers_per_s=%.2f p50_ms=%.1f p99_ms=%.1f errors=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1e3,
-    latency:percentile(99) / 1e3, summary.errors.status + summary.errors.connect + summary.errors.timeout))
-end
-LUA
+scripts/wrk_post.sh "$image" "$content_type" > bench/post_image.lua
 port=18090
 for round in $(seq "$rounds"); do
   for pair in $binaries; do

@@ -29,18 +29,7 @@ if [ -z "${ENGINE_IPS:-}" ]; then
   ENGINE_IPS=$(sed -n 's/^best_images_per_s=\([0-9.]*\).*/\1/p' bench/budget_engine.txt)
 fi
 engine=$ENGINE_IPS
-cat > bench/budget.lua <<LUA
-local f = assert(io.open("$image", "rb"))
-wrk.method = "POST"
-wrk.path = "/predict"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "image/jpeg"
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %.2f %d\n", summary.requests / (summary.duration / 1e6),
-    summary.errors.status + summary.errors.connect + summary.errors.timeout))
-end
-LUA
+scripts/wrk_post.sh "$image" image/jpeg /predict > bench/budget.lua
 
 "$binary" --port "$port" --device cpu --model "$model" ${SERVER_ARGS:-} > bench/budget_server.log 2>&1 &
 server=$!
@@ -64,8 +53,8 @@ python3 - "$engine" "$hz" "$((server_end - server_start))" "$t_start" "$t_end" "
 import re, sys
 engine_ips, hz, server_ticks = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 window, seconds = float(sys.argv[5]) - float(sys.argv[4]), float(sys.argv[6])
-rate, errors = open("bench/budget_wrk.txt").read().split("RESULT ")[1].split()
-rate = float(rate)
+result = dict(kv.split("=") for kv in open("bench/budget_wrk.txt").read().split("RESULT ")[1].split())
+rate, errors = float(result["per_s"]), result["errors"]
 answered = rate * window  # a closed loop at saturation runs at a steady rate
 share = {}
 for line in open("bench/budget_dso.txt"):
