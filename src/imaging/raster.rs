@@ -121,4 +121,20 @@ mod tests {
         padded.extend_from_slice(&[0u8; 64]);
         assert!(decode(&padded, ImageFormat::Jpeg, &DecodeLimits::default()).is_ok());
     }
+
+    #[test]
+    fn an_image_whose_samples_exceed_the_allocation_limit_is_refused() {
+        let jpeg = fixture("d3b_Image_1.jpg"); // 224 × 224, three 8-bit channels: 150,528 bytes
+        let tight = DecodeLimits {
+            max_alloc: 100_000,
+            ..DecodeLimits::default()
+        };
+        let refused = decode(&jpeg, ImageFormat::Jpeg, &tight);
+        assert!(
+            matches!(&refused, Err(ImageError::Unusable(why)) if why.contains("needs more memory")),
+            "{refused:?}"
+        );
+        let grey = decode(&jpeg, ImageFormat::Jpeg, &DecodeLimits::default()).unwrap();
+        assert_eq!((grey.width, grey.height), (224, 224));
+    }
 }
