@@ -37,9 +37,6 @@ from .train import SIZE, load_grey, normalise
 
 TARGET_SENSITIVITY = 0.9
 FLAG_RATE = 0.05
-# Proxy images made per acquisition set (from the validation images) and for full_field.
-PROXY_IMAGES = 200
-FULL_FIELD_IMAGES = 60
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -115,13 +112,10 @@ def main() -> None:
     threshold = threshold_for_sensitivity(malignancy(val_f["logits"], t), y_val % 2 == 1, TARGET_SENSITIVITY)
     detectors = ood.Detectors(train_f, y_train, t)
 
-    rng = np.random.default_rng(0)
-    chosen = [val[i].path for i in rng.choice(len(val), min(PROXY_IMAGES, len(val)), replace=False)]
     comparison = {m: {} for m in ood.METHODS}
     in_scores = {m: detectors.score(m, val_f) for m in ood.METHODS}
-    for name in proxies.SETS:
-        paths = chosen[:FULL_FIELD_IMAGES] if name == "full_field" else chosen
-        grey = torch.from_numpy(proxies.proxy_set(name, paths, SIZE, steps))[:, None]
+    for name, planes in proxies.proxy_sets([s.path for s in val], SIZE, steps, seed=0):
+        grey = torch.from_numpy(planes)[:, None]
         f = ood.features(tapped, inputs_of(grey))
         for m in ood.METHODS:
             out = detectors.score(m, f)

@@ -164,13 +164,10 @@ def ood_report(run: Path, summary: dict, held: list, held_grey: torch.Tensor, mo
     detectors = ood.Detectors(train_f, np.array([class_index(s.label) for s in train]), calibration["temperature"])
     held_f = ood.features(tapped, inputs_of(held_grey))
     in_scores = {m: detectors.score(m, held_f) for m in ood.METHODS}
-    rng = np.random.default_rng(1)
-    chosen = [held[i].path for i in rng.choice(len(held), min(200, len(held)), replace=False)]
     table = {m: {} for m in ood.METHODS}
     flags = {"held_out": float((model.run(held_grey)["ood_score"] > model.ood_threshold).mean())}
-    for name in proxies.SETS:
-        paths = chosen[:60] if name == "full_field" else chosen
-        grey = torch.from_numpy(proxies.proxy_set(name, paths, SIZE, steps))[:, None]
+    for name, planes in proxies.proxy_sets([s.path for s in held], SIZE, steps, seed=1):
+        grey = torch.from_numpy(planes)[:, None]
         f = ood.features(tapped, inputs_of(grey))
         for m in ood.METHODS:
             out = detectors.score(m, f)

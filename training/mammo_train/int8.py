@@ -195,12 +195,11 @@ def proxy_checks(fp32_path: Path, int8_path: Path, data: Path, split: Path, fold
     samples, _ = dedupe(read_dataset(data))
     _, folds = read_split(split)
     held = [s.path for s in samples if folds[s.name] == fold]
-    chosen = [held[i] for i in np.random.default_rng(1).choice(len(held), min(200, len(held)), replace=False)]
     models = {"fp32": Onnx(fp32_path), "int8": Onnx(int8_path)}
     steps = [s for s in metadata(onnx.load(str(fp32_path))).get("mammo.preprocess", "").split(",") if s]
     table = {}
-    for name in proxies.SETS:
-        grey = torch.from_numpy(proxies.proxy_set(name, chosen[:60] if name == "full_field" else chosen, SIZE, steps))[:, None]
+    for name, planes in proxies.proxy_sets(held, SIZE, steps, seed=1):  # the sets heldout.py reports
+        grey = torch.from_numpy(planes)[:, None]
         flags = {k: m.run(grey)["ood_score"] > m.ood_threshold for k, m in models.items()}
         same = float((flags["fp32"] == flags["int8"]).mean())
         table[name] = {"images": len(grey), "flagged_fp32": float(flags["fp32"].mean()),

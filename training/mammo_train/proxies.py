@@ -140,6 +140,19 @@ def ct_mr(size: int, steps: list[str]) -> np.ndarray:
     return np.stack(planes)
 
 
+PROXY_IMAGES = 200  # mammograms each acquisition set is made from
+FULL_FIELD_IMAGES = 60  # of those, for the synthetic detector (slow to make at full size)
+
+
+def proxy_sets(paths: list[Path], size: int, steps: list[str], seed: int):
+    """Every set of `SETS` as (name, grey planes), the mammogram-based ones made from
+    `PROXY_IMAGES` of `paths` drawn with `seed` (`FULL_FIELD_IMAGES` of them for full_field)."""
+    rng = np.random.default_rng(seed)
+    chosen = [paths[i] for i in rng.choice(len(paths), min(PROXY_IMAGES, len(paths)), replace=False)]
+    for name in SETS:
+        yield name, proxy_set(name, chosen[:FULL_FIELD_IMAGES] if name == "full_field" else chosen, size, steps)
+
+
 def proxy_set(name: str, paths: list[Path], size: int, steps: list[str]) -> np.ndarray:
     """Grey planes of the proxy set `name`; `paths` are the mammograms the acquisition sets
     and `full_field` are made from."""
