@@ -67,7 +67,7 @@ fn pairs(path: &Path) -> Vec<(String, String)> {
     let (items, _) = read_labelled(path).unwrap();
     let mut pairs: Vec<(String, String)> = items
         .iter()
-        .map(|i| (i.name.clone(), i.label.unwrap().code().to_string()))
+        .map(|i| (i.name.clone(), i.truth.class().unwrap().code().to_string()))
         .collect();
     pairs.sort();
     pairs
@@ -174,15 +174,20 @@ fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
     assert_eq!(metrics["layout"], "csv");
 
     let mut reader = csv::Reader::from_path(out.join("predictions.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 8);
-    let correct = rows.iter().filter(|r| r[1] == r[2]).count() as f64;
-    let accuracy = metrics["metrics"]["accuracy"].as_f64().unwrap();
+    let correct = rows
+        .iter()
+        .filter(|r| r[col("label")] == r[col("predicted")])
+        .count() as f64;
+    let accuracy = metrics["metrics"]["classes"]["accuracy"].as_f64().unwrap();
     assert!(
         (accuracy - correct / 8.0).abs() < 1e-12,
         "JSON accuracy {accuracy} vs CSV {correct}/8"
     );
-    let confusion: u64 = metrics["metrics"]["confusion"]["counts"]
+    let confusion: u64 = metrics["metrics"]["classes"]["confusion"]["counts"]
         .as_array()
         .unwrap()
         .iter()
@@ -193,8 +198,8 @@ fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
     // The report shows the same numbers and every figure.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
-        html.contains(&format!("<td>{accuracy:.3}</td>")),
-        "report accuracy"
+        html.contains(&format!("<td>{accuracy:.3} [")),
+        "report accuracy with its interval"
     );
     assert!(html.contains("9 listed, 8 evaluated, 1 unreadable"));
     assert!(html.contains("unreadable: broken.jpg"));
@@ -217,11 +222,14 @@ fn evaluate_writes_json_and_csv_that_agree_and_counts_unreadable_files() {
         "every evaluated image is an example here"
     );
     for row in &rows {
-        assert_eq!(&row[8], "assessed");
-        let p: Vec<f64> = (10..18).map(|i| row[i].parse().unwrap()).collect();
+        assert_eq!(&row[col("assessment")], "assessed");
+        let p: Vec<f64> = (col("p_D1B")..=col("p_D4M"))
+            .map(|i| row[i].parse().unwrap())
+            .collect();
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
         let malignant: f64 = (0..4).map(|d| p[2 * d + 1]).sum();
-        assert!((malignant - row[5].parse::<f64>().unwrap()).abs() < 1e-5);
+        let reported: f64 = row[col("malignancy_probability")].parse().unwrap();
+        assert!((malignant - reported).abs() < 1e-5);
     }
 }
 
@@ -244,7 +252,10 @@ fn predict_writes_a_row_per_image() {
     assert!(status.success());
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().count(), 4);
-    assert!(text.starts_with("filename,label,predicted,density,birads,malignancy_probability"));
+    assert!(text.starts_with(
+        "filename,patient,study,laterality,view,manufacturer,label,true_density,true_malignant,\
+         predicted,density,birads,malignancy_probability"
+    ));
 }
 
 #[test]
@@ -321,11 +332,18 @@ fn prepare_writes_each_image_as_the_server_feeds_it_to_the_model() {
     );
     let preprocessing = full_field();
     let mut manifest = csv::Reader::from_path(out.join("manifest.csv")).unwrap();
+    let header = manifest.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = manifest.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), CLASS_FIXTURES.len() + 1, "every image written");
     for row in &rows {
-        let (path, source, label) = (&row[0], &row[1], &row[2]);
+        let (path, source, label) = (&row[col("path")], &row[col("name")], &row[col("label")]);
         let bytes = std::fs::read(data.join(source)).unwrap();
+        assert_eq!(
+            row[col("sha256")],
+            sha256_hex(&data.join(source)),
+            "{source}: the source's digest"
+        );
         let (expected, _) =
             imaging::model_plane(&bytes.into(), &DecodeLimits::default(), &preprocessing).unwrap();
         let (plane, width, height) = read_png(&out.join(path)).unwrap();
@@ -338,9 +356,9 @@ fn prepare_writes_each_image_as_the_server_feeds_it_to_the_model() {
         };
         assert_eq!(label, expected_label, "{source}");
     }
-    let dicom = rows.iter().find(|r| &r[1] == "mg_rle.dcm").unwrap();
+    let dicom = rows.iter().find(|r| &r[col("name")] == "mg_rle.dcm").unwrap();
     assert_eq!(
-        (&dicom[3], &dicom[4]),
+        (&dicom[col("laterality")], &dicom[col("view")]),
         ("L", "CC"),
         "the DICOM's laterality and view"
     );

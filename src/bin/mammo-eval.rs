@@ -8,10 +8,10 @@ use mammo_serve::config::{device_parser, DEFAULT_MODEL};
 use mammo_serve::engine::onnx::{self, Device, GpuOptions, SessionOptions, DEFAULT_ORT_LIB};
 use mammo_serve::engine::{EngineOptions, Unobserved};
 use mammo_serve::eval::audit::{self, Unreadable};
-use mammo_serve::eval::dataset::{self, Item};
+use mammo_serve::eval::dataset::{self, Item, Layout};
 use mammo_serve::eval::report::{AssessmentCounts, AuditSection, Evaluation, ModelSection};
-use mammo_serve::eval::{html, inference, prepared, report};
-use mammo_serve::imaging::DecodeLimits;
+use mammo_serve::eval::{html, inference, manifest, prepared, report};
+use mammo_serve::imaging::{DecodeLimits, FullField};
 use mammo_serve::pipeline::{self, Admission, OnnxOptions, Pipeline};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,17 +34,16 @@ struct Cli {
 enum Command {
     /// Metrics of a model on a labelled set: summary on stdout; metrics.json, predictions.csv and report.html in --out.
     Evaluate {
-        /// Labelled set: a CSV `filename,label`, a folder of class folders, or label-prefixed file names.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        set: SetArgs,
         /// Folder for metrics.json, predictions.csv and report.html.
         #[arg(long)]
         out: PathBuf,
-        /// families.csv (filename,family): the AUC interval resamples families, and the audit counts them.
-        #[arg(long, conflicts_with = "split")]
+        /// families.csv (filename,family): the intervals resample families, and the audit counts them.
+        #[arg(long, conflicts_with_all = ["split", "manifest"])]
         families: Option<PathBuf>,
         /// split.csv (filename,family,fold) from training.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "manifest")]
         split: Option<PathBuf>,
         /// Evaluate only this fold of --split (its held-out families).
         #[arg(long, requires = "split")]
@@ -67,15 +66,18 @@ enum Command {
     /// resized; before normalisation) as a 16-bit grey PNG in --out/images, with
     /// --out/manifest.csv: what training reads.
     Prepare {
-        /// Labelled set (any layout) or a folder of images.
-        #[arg(long)]
-        data: PathBuf,
-        /// Folder for images/ and manifest.csv.
+        #[command(flatten)]
+        set: SetArgs,
+        /// Folder for images/, manifest.csv and prepare.json.
         #[arg(long)]
         out: PathBuf,
         /// The model whose preprocessing (input size, full-field steps, resize) is applied.
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: PathBuf,
+        /// Full-field steps instead of the model's (comma-separated; `none` for none): for
+        /// training a model with other steps.
+        #[arg(long)]
+        steps: Option<String>,
         /// ONNX Runtime library (the model's metadata is read through it).
         #[arg(long, env = "ORT_DYLIB_PATH", default_value = DEFAULT_ORT_LIB)]
         ort_lib: PathBuf,
@@ -98,6 +100,38 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+/// Where the images and their labels are: a labelled set in one of its layouts (or, for
+/// `prepare`, a plain folder), or a site's study manifest.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+struct SetArgs {
+    /// Labelled set: a CSV `filename,label`, a folder of class folders, or label-prefixed file names.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A site's study manifest: CSV with `path`, `patient` and any of `study`, `laterality`,
+    /// `view`, `density` (A–D or 1–4), `malignant` (yes/no); intervals resample patients.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+}
+
+impl SetArgs {
+    /// The set's images and the layout they were read as; a plain folder of images only when
+    /// `unlabelled_ok`.
+    fn read(&self, unlabelled_ok: bool) -> anyhow::Result<(Vec<Item>, Layout, PathBuf)> {
+        if let Some(path) = &self.manifest {
+            return Ok((manifest::read(path)?, Layout::Manifest, path.clone()));
+        }
+        let data = self.data.clone().expect("clap requires --data or --manifest");
+        match dataset::read_labelled(&data) {
+            Ok((items, layout)) => Ok((items, layout, data)),
+            Err(_) if unlabelled_ok && data.is_dir() => {
+                Ok((dataset::read_unlabelled(&data)?, Layout::PrefixedNames, data))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -139,14 +173,14 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Evaluate {
-            data,
+            set,
             out,
             families,
             split,
             fold,
             run,
         } => evaluate(
-            &data,
+            &set,
             &out,
             families.as_deref().or(split.as_deref()),
             fold,
@@ -154,12 +188,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         ),
         Command::Predict { data, out, run } => predict(&data, &out, &run),
         Command::Prepare {
-            data,
+            set,
             out,
             model,
+            steps,
             ort_lib,
             threads,
-        } => prepare(&data, &out, model, ort_lib, threads.unwrap_or_else(cores)),
+        } => prepare(
+            &set,
+            &out,
+            model,
+            steps.as_deref(),
+            ort_lib,
+            threads.unwrap_or_else(cores),
+        ),
         Command::Audit {
             data,
             against,
@@ -174,18 +216,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `prepare`: every image of `data` through the model's preprocessing into `out`.
+/// `prepare`: every image of the set through the model's preprocessing into `out`.
 fn prepare(
-    data: &Path,
+    set: &SetArgs,
     out: &Path,
     model: PathBuf,
+    steps: Option<&str>,
     ort_lib: PathBuf,
     threads: usize,
 ) -> anyhow::Result<ExitCode> {
-    let items = match dataset::read_labelled(data) {
-        Ok((items, _)) => items,
-        Err(_) => dataset::read_unlabelled(data)?,
-    };
+    let (items, _, data) = set.read(true)?;
     let run = RunArgs {
         model,
         ort_lib,
@@ -194,7 +234,16 @@ fn prepare(
         decoders: Some(1),
         intra_threads: 1,
     };
-    let preprocessing = load_pipeline(&run)?.model().metadata.preprocessing.clone();
+    let info = load_pipeline(&run)?.model().clone();
+    let mut preprocessing = info.metadata.preprocessing.clone();
+    if let Some(steps) = steps {
+        preprocessing.steps = match steps.trim() {
+            "none" => FullField::default(),
+            names => names
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--steps: {e}"))?,
+        };
+    }
     std::fs::create_dir_all(out.join("images"))
         .with_context(|| format!("cannot create {}", out.display()))?;
     let limits = DecodeLimits::default();
@@ -229,10 +278,27 @@ fn prepare(
     let (written, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
     let written: Vec<prepared::Written> = written.into_iter().filter_map(|(_, r)| r.ok()).collect();
     prepared::write_manifest(&out.join("manifest.csv"), &written)?;
+    let description = serde_json::json!({
+        "data": std::fs::canonicalize(&data).unwrap_or(data.clone()),
+        "model": {"path": info.path, "version": info.metadata.version, "sha256": info.sha256},
+        "steps": preprocessing.steps.names().join(","),
+        "width": preprocessing.width,
+        "height": preprocessing.height,
+        "images_listed": items.len(),
+        "images_written": written.len(),
+        "unreadable": failed.iter().map(|(name, e)| serde_json::json!({
+            "name": name, "error": e.as_ref().err(),
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        out.join("prepare.json"),
+        serde_json::to_string_pretty(&description)? + "\n",
+    )?;
     println!(
-        "mammo-eval prepare: {} images of {} written to {} ({}×{}, 16-bit grey, steps {})",
+        "mammo-eval prepare: {} images of {} ({}) written to {} ({}×{}, 16-bit grey, steps {})",
         written.len(),
         items.len(),
+        data.display(),
         out.display(),
         preprocessing.width,
         preprocessing.height,
@@ -318,13 +384,14 @@ fn infer(pipeline: &Pipeline, items: &[Item], run: &RunArgs) -> (Vec<inference::
 }
 
 fn evaluate(
-    data: &Path,
+    set: &SetArgs,
     out: &Path,
     groups_file: Option<&Path>,
     fold: Option<u32>,
     run: &RunArgs,
 ) -> anyhow::Result<ExitCode> {
-    let (mut items, layout) = dataset::read_labelled(data)?;
+    let (mut items, layout, data) = set.read(false)?;
+    let data = data.as_path();
     let groups = groups_file.map(dataset::read_groups).transpose()?;
     if let (Some(k), Some(groups)) = (fold, groups.as_ref()) {
         items = fold_of(items, groups, k, data)?;
@@ -347,6 +414,7 @@ fn evaluate(
     let threshold = f64::from(info.metadata.malignancy_threshold);
     let metrics = report::metrics(&rows, threshold);
     let metrics_assessed_only = report::metrics_assessed_only(&rows, threshold);
+    let subgroups = report::subgroups(&rows, threshold);
     report::write_predictions(&out.join("predictions.csv"), &rows)?;
     let unreadable: Vec<Unreadable> = failed
         .into_iter()
@@ -371,6 +439,7 @@ fn evaluate(
         assessment: AssessmentCounts::of(&rows),
         metrics,
         metrics_assessed_only,
+        subgroups,
     };
     std::fs::write(
         out.join("metrics.json"),
@@ -408,7 +477,6 @@ fn fold_of(items: Vec<Item>, groups: &Groups, k: u32, data: &Path) -> anyhow::Re
 }
 
 fn print_summary(f: &Evaluation) {
-    let m = &f.metrics;
     println!(
         "mammo-eval: {} ({:?}), model {} {} (sha256 {}…)",
         f.data.display(),
@@ -443,48 +511,89 @@ fn print_summary(f: &Evaluation) {
     }
     let a = &f.assessment;
     println!(
-        "assessed {}, not assessable {} ({:.1}%)",
+        "assessed {}, not assessable {} ({})",
         a.assessed,
         a.not_assessable,
-        100.0 * a.not_assessable_share
+        share_with_ci(a.not_assessable_share, a.not_assessable_share_ci95)
     );
     if let Some(only) = &f.metrics_assessed_only {
         println!(
-            "on the assessed images alone: 8-class accuracy {:.3}, malignancy AUC {}",
-            only.accuracy,
+            "on the assessed images alone: 8-class accuracy {}, malignancy AUC {}",
+            only.classes
+                .as_ref()
+                .map_or("n/a".into(), |c| format!("{:.3}", c.accuracy)),
             only.malignancy
-                .auc
+                .as_ref()
+                .and_then(|m| m.auc)
                 .map_or("n/a".into(), |v| format!("{v:.3}"))
         );
     }
+    let m = &f.metrics;
     println!(
-        "all images: 8-class accuracy {:.3}, balanced accuracy {:.3}",
-        m.accuracy, m.balanced_accuracy
+        "all labelled images ({}); 95% intervals resample {} {}:",
+        m.images, m.resampling.groups, m.resampling.unit
     );
-    let auc = m.malignancy.auc.map_or("n/a".into(), |a| format!("{a:.3}"));
-    let ci = m.malignancy.auc_ci95.map_or(String::new(), |(lo, hi)| {
-        format!(
-            " (95% CI {lo:.3}–{hi:.3}, resampling {})",
-            m.malignancy.ci_resampling
-        )
-    });
-    println!("malignancy AUC {auc}{ci}");
-    println!(
-        "at threshold {:.4}: sensitivity {:.3}, specificity {:.3}; sensitivity at 90% specificity {:.3}",
-        m.malignancy.threshold, m.malignancy.sensitivity, m.malignancy.specificity, m.malignancy.sensitivity_at_90_specificity
-    );
-    println!(
-        "density accuracy {:.3}, linear-weighted kappa {:.3}; ECE {:.3}",
-        m.density.accuracy, m.density.kappa_linear, m.expected_calibration_error
-    );
-    println!(
-        "P(malignant): binary ECE {:.3} (15 bins), Brier {:.3}, average precision {}",
-        m.malignancy.binary_ece,
-        m.malignancy.brier,
-        m.malignancy
-            .average_precision
-            .map_or("n/a".into(), |a| format!("{a:.3}"))
-    );
+    if let Some(c) = &m.classes {
+        println!(
+            "  8-class ({} images): accuracy {}, balanced accuracy {}, ECE {:.3}",
+            c.images,
+            ci(c.accuracy, c.accuracy_ci95),
+            ci(c.balanced_accuracy, c.balanced_accuracy_ci95),
+            c.expected_calibration_error
+        );
+    }
+    if let Some(d) = &m.density {
+        println!(
+            "  density ({} images): accuracy {}, linear-weighted kappa {}",
+            d.images,
+            ci(d.accuracy, d.accuracy_ci95),
+            ci(d.kappa_linear, d.kappa_linear_ci95)
+        );
+    }
+    if let Some(a) = &m.malignancy {
+        println!(
+            "  malignancy ({} images): AUC {}",
+            a.images,
+            a.auc.map_or("n/a".into(), |v| ci(v, a.auc_ci95))
+        );
+        println!(
+            "  at threshold {:.4}: sensitivity {}, specificity {}; sensitivity at 90% specificity {:.3}",
+            a.threshold,
+            ci(a.sensitivity, a.sensitivity_ci95),
+            ci(a.specificity, a.specificity_ci95),
+            a.sensitivity_at_90_specificity
+        );
+        println!(
+            "  P(malignant): binary ECE {} (15 bins), Brier {}, average precision {}",
+            ci(a.binary_ece, a.binary_ece_ci95),
+            ci(a.brier, a.brier_ci95),
+            a.average_precision
+                .map_or("n/a".into(), |v| ci(v, a.average_precision_ci95))
+        );
+    }
+    for table in &f.subgroups {
+        if table.rows.len() > 1 {
+            let rows: Vec<String> = table
+                .rows
+                .iter()
+                .map(|r| format!("{} {} images", r.value, r.images))
+                .collect();
+            println!("by {}: {} (report.html)", table.by, rows.join(", "));
+        }
+    }
+}
+
+/// A number with its 95% interval.
+fn ci(value: f64, interval: Option<(f64, f64)>) -> String {
+    interval.map_or(format!("{value:.3}"), |(lo, hi)| {
+        format!("{value:.3} [{lo:.3}–{hi:.3}]")
+    })
+}
+
+fn share_with_ci(value: f64, interval: Option<(f64, f64)>) -> String {
+    interval.map_or(format!("{:.1}%", 100.0 * value), |(lo, hi)| {
+        format!("{:.1}% [{:.1}–{:.1}%]", 100.0 * value, 100.0 * lo, 100.0 * hi)
+    })
 }
 
 fn predict(data: &Path, out: &Path, run: &RunArgs) -> anyhow::Result<ExitCode> {

@@ -93,13 +93,20 @@ pub fn fingerprints(items: &[Item], limits: &DecodeLimits, threads: usize) -> Fi
     Fingerprints { hashes, unreadable }
 }
 
-/// Counts per class with warnings for rare classes and classes resting on few families.
+/// Counts per class with warnings for rare classes and classes resting on few families; none
+/// when no image has both labels (a site's set may hold density or malignancy alone).
 pub fn class_counts(items: &[Item], families: Option<&HashMap<String, String>>) -> Vec<ClassCount> {
+    if items.iter().all(|i| i.truth.class().is_none()) {
+        return Vec::new();
+    }
     let total = items.len().max(1);
     ClassLabel::ALL
         .iter()
         .map(|&label| {
-            let members: Vec<&Item> = items.iter().filter(|i| i.label == Some(label)).collect();
+            let members: Vec<&Item> = items
+                .iter()
+                .filter(|i| i.truth.class() == Some(label))
+                .collect();
             let share = members.len() as f64 / total as f64;
             let families = families.map(|f| {
                 let mut set: Vec<&String> = members.iter().filter_map(|i| f.get(&i.name)).collect();
@@ -146,7 +153,7 @@ pub fn duplicates(items: &[Item], hashes: &[Option<String>]) -> Duplicates {
         extra_copies: groups.iter().map(|g| g.len() - 1).sum(),
         conflicting_labels: groups
             .iter()
-            .filter(|g| g.iter().any(|i| i.label != g[0].label))
+            .filter(|g| g.iter().any(|i| i.truth != g[0].truth))
             .count(),
         examples: groups
             .iter()
@@ -187,13 +194,15 @@ pub fn overlap(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::dataset::Truth;
     use std::path::PathBuf;
 
     fn item(name: &str, label: &str) -> Item {
         Item {
             path: PathBuf::from(name),
             name: name.into(),
-            label: Some(label.parse().unwrap()),
+            truth: Truth::of(label.parse().unwrap()),
+            record: None,
         }
     }
 

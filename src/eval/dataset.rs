@@ -1,21 +1,65 @@
 //! Image sets on disk: the three labelled layouts (CSV `filename,label`, one folder per class,
-//! label prefix in the file name), unlabelled folders, and `families.csv` / `split.csv`.
-//! The same layouts and label spellings as `training/mammo_train/data.py`.
+//! label prefix in the file name), unlabelled folders, and `families.csv` / `split.csv`; a
+//! site's study manifest is read by [`super::manifest`]. The same layouts and label spellings
+//! as `training/mammo_train/data.py`.
 
-use crate::model::labels::{ClassLabel, UnknownLabel};
+use crate::imaging::{Laterality, ViewPosition};
+use crate::model::labels::{ClassLabel, Density, UnknownLabel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// File endings read as images.
 const IMAGE_ENDINGS: [&str; 4] = ["jpg", "jpeg", "png", "dcm"];
 
-/// One image, with its class when the set is labelled.
+/// What a set says of an image: its density, whether it is malignant, either, both or
+/// neither (a site's records often hold one label and not the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Truth {
+    pub density: Option<Density>,
+    pub malignant: Option<bool>,
+}
+
+impl Truth {
+    /// Both labels, from one of the eight classes.
+    pub fn of(class: ClassLabel) -> Truth {
+        Truth {
+            density: Some(class.density()),
+            malignant: Some(class.malignant()),
+        }
+    }
+
+    /// The class, when both labels are known.
+    pub fn class(self) -> Option<ClassLabel> {
+        let (density, malignant) = (self.density?, self.malignant?);
+        Some(ClassLabel::ALL[density.index() * 2 + usize::from(malignant)])
+    }
+
+    /// Whether the set gives any label.
+    pub fn is_labelled(self) -> bool {
+        self.density.is_some() || self.malignant.is_some()
+    }
+}
+
+/// What a site's manifest row says of an image beyond its labels.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    /// The site's pseudonymous patient key: the unit its intervals resample.
+    pub patient: String,
+    pub study: Option<String>,
+    pub laterality: Option<Laterality>,
+    pub view: Option<ViewPosition>,
+}
+
+/// One image, with what the set knows of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     pub path: PathBuf,
-    /// The file name, which `families.csv`, `split.csv` and the predictions CSV key on.
+    /// The file name (or a manifest's `path`), which `families.csv`, `split.csv` and the
+    /// predictions CSV key on.
     pub name: String,
-    pub label: Option<ClassLabel>,
+    pub truth: Truth,
+    /// The manifest row, for a site's set.
+    pub record: Option<Record>,
 }
 
 /// Which layout a labelled set was read as.
@@ -25,6 +69,8 @@ pub enum Layout {
     Csv,
     ClassFolders,
     PrefixedNames,
+    /// A site's study manifest (`--manifest`).
+    Manifest,
 }
 
 /// A set that cannot be read.
@@ -38,16 +84,19 @@ pub enum DatasetError {
     Label { place: String, source: UnknownLabel },
     #[error("{0} holds no JPEG or PNG images")]
     Empty(PathBuf),
+    /// A manifest row that cannot stand: the place (`FILE:LINE`) and what is wrong.
+    #[error("{place}: {reason}")]
+    Row { place: String, reason: String },
 }
 
-fn unreadable(path: &Path, reason: impl ToString) -> DatasetError {
+pub(crate) fn unreadable(path: &Path, reason: impl ToString) -> DatasetError {
     DatasetError::Unreadable {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     }
 }
 
-fn is_image(path: &Path) -> bool {
+pub(crate) fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_ENDINGS.contains(&e.to_ascii_lowercase().as_str()))
@@ -138,7 +187,8 @@ fn read_csv(csv_path: &Path) -> Result<Vec<Item>, DatasetError> {
         .map(|(name, label)| Item {
             path: folder.join(&name),
             name,
-            label: Some(label),
+            truth: Truth::of(label),
+            record: None,
         })
         .collect())
 }
@@ -157,7 +207,8 @@ fn read_class_folders(entries: &[PathBuf]) -> Result<Vec<Item>, DatasetError> {
             items.push(Item {
                 name: file_name(&path),
                 path,
-                label: Some(label),
+                truth: Truth::of(label),
+                record: None,
             });
         }
     }
@@ -194,7 +245,8 @@ fn read_prefixed(entries: &[PathBuf]) -> Result<Vec<Item>, DatasetError> {
             Ok(Item {
                 path: path.clone(),
                 name,
-                label: Some(label),
+                truth: Truth::of(label),
+                record: None,
             })
         })
         .collect()
@@ -211,7 +263,8 @@ pub fn read_unlabelled(dir: &Path) -> Result<Vec<Item>, DatasetError> {
         .map(|path| Item {
             name: file_name(&path),
             path,
-            label: None,
+            truth: Truth::default(),
+            record: None,
         })
         .collect();
     if items.is_empty() {

@@ -2,7 +2,7 @@
 //! sheet of example images (inline PNG thumbnails).
 
 use super::plots;
-use super::report::{Evaluation, Metrics, Row};
+use super::report::{Evaluation, Metrics, Row, SubgroupTable};
 use crate::imaging::{decode, DecodeLimits};
 use crate::model::Pathology;
 use base64::Engine as _;
@@ -43,12 +43,15 @@ fn thumbnail(row: &Row) -> Option<String> {
 /// Examples for the contact sheet: malignant cases called benign first, then other wrong
 /// classes, then correct ones.
 pub fn examples(rows: &[Row]) -> Vec<&Row> {
-    let labelled: Vec<&Row> = rows.iter().filter(|r| r.truth.is_some()).collect();
-    let missed_malignant = |r: &&Row| {
-        r.truth.is_some_and(|t| t.malignant())
-            && r.prediction.malignancy.call() == Pathology::Benign
+    let labelled: Vec<&Row> = rows.iter().filter(|r| r.truth.is_labelled()).collect();
+    let missed_malignant = |r: &&Row| missed(r);
+    let wrong = |r: &&Row| {
+        r.truth.density.is_some_and(|d| d != r.prediction.density)
+            || r
+                .truth
+                .malignant
+                .is_some_and(|m| m != (r.prediction.malignancy.call() == Pathology::Malignant))
     };
-    let wrong = |r: &&Row| r.truth != Some(r.prediction.class);
     let mut chosen: Vec<&Row> = labelled.iter().copied().filter(missed_malignant).collect();
     chosen.extend(
         labelled
@@ -73,6 +76,7 @@ pub fn render(e: &Evaluation, rows: &[Row]) -> String {
     header(&mut h, e);
     audit(&mut h, e);
     metrics_table(&mut h, &e.metrics);
+    subgroup_tables(&mut h, &e.subgroups);
     figures(&mut h, &e.metrics);
     examples_sheet(&mut h, rows);
     h
@@ -140,106 +144,199 @@ fn audit(h: &mut String, e: &Evaluation) {
     h.push_str("</ul><h2>Metrics</h2><table>");
 }
 
+/// A malignant image called benign.
+fn missed(r: &Row) -> bool {
+    r.truth.malignant == Some(true) && r.prediction.malignancy.call() == Pathology::Benign
+}
+
+/// A number with its 95% interval.
+fn with_ci(value: f64, ci: Option<(f64, f64)>) -> String {
+    ci.map_or(format!("{value:.3}"), |(lo, hi)| {
+        format!("{value:.3} [{lo:.3}–{hi:.3}]")
+    })
+}
+
+fn optional(value: Option<f64>, ci: Option<(f64, f64)>) -> String {
+    value.map_or("n/a".into(), |v| with_ci(v, ci))
+}
+
 /// The headline numbers and the per-class table.
 fn metrics_table(h: &mut String, m: &Metrics) {
-    let auc = m.malignancy.auc.map_or("n/a".into(), |a| format!("{a:.3}"));
-    let ci = m.malignancy.auc_ci95.map_or("n/a".into(), |(lo, hi)| {
+    let mut lines = vec![(
+        "95% intervals resample".to_string(),
         format!(
-            "{lo:.3}–{hi:.3} (resampling {})",
-            m.malignancy.ci_resampling
-        )
-    });
-    for (name, value) in [
-        ("8-class accuracy", format!("{:.3}", m.accuracy)),
-        ("balanced accuracy", format!("{:.3}", m.balanced_accuracy)),
-        ("malignancy ROC AUC", auc),
-        ("AUC 95% CI", ci),
-        (
-            "sensitivity / specificity",
-            format!(
-                "{:.3} / {:.3} at threshold {:.4}",
-                m.malignancy.sensitivity, m.malignancy.specificity, m.malignancy.threshold
+            "{} {} ({} rounds)",
+            m.resampling.groups, m.resampling.unit, m.resampling.rounds
+        ),
+    )];
+    if let Some(c) = &m.classes {
+        lines.extend([
+            (
+                format!("8-class accuracy ({} images with both labels)", c.images),
+                with_ci(c.accuracy, c.accuracy_ci95),
             ),
-        ),
-        (
-            "sensitivity at 90% specificity",
-            format!("{:.3}", m.malignancy.sensitivity_at_90_specificity),
-        ),
-        ("density accuracy", format!("{:.3}", m.density.accuracy)),
-        (
-            "density linear-weighted κ",
-            format!("{:.3}", m.density.kappa_linear),
-        ),
-        (
-            "expected calibration error (8 classes, top class)",
-            format!("{:.3}", m.expected_calibration_error),
-        ),
-        (
-            "P(malignant): binary ECE (15 bins) / Brier / average precision",
-            format!(
-                "{:.3} / {:.3} / {}",
-                m.malignancy.binary_ece,
-                m.malignancy.brier,
-                m.malignancy
-                    .average_precision
-                    .map_or("n/a".into(), |a| format!("{a:.3}"))
+            (
+                "balanced accuracy".into(),
+                with_ci(c.balanced_accuracy, c.balanced_accuracy_ci95),
             ),
-        ),
-    ] {
-        let _ = write!(h, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
+            (
+                "expected calibration error (8 classes, top class)".into(),
+                format!("{:.3}", c.expected_calibration_error),
+            ),
+        ]);
     }
-    h.push_str("</table><h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
-    for c in &m.per_class {
+    if let Some(d) = &m.density {
+        lines.extend([
+            (
+                format!("density accuracy ({} images with a density)", d.images),
+                with_ci(d.accuracy, d.accuracy_ci95),
+            ),
+            (
+                "density linear-weighted κ".into(),
+                with_ci(d.kappa_linear, d.kappa_linear_ci95),
+            ),
+        ]);
+    }
+    if let Some(a) = &m.malignancy {
+        lines.extend([
+            (
+                format!("malignancy ROC AUC ({} images with a malignancy label)", a.images),
+                optional(a.auc, a.auc_ci95),
+            ),
+            (
+                format!("sensitivity at threshold {:.4}", a.threshold),
+                with_ci(a.sensitivity, a.sensitivity_ci95),
+            ),
+            (
+                "specificity".into(),
+                with_ci(a.specificity, a.specificity_ci95),
+            ),
+            (
+                "sensitivity at 90% specificity".into(),
+                format!("{:.3}", a.sensitivity_at_90_specificity),
+            ),
+            (
+                "P(malignant): binary ECE (15 bins)".into(),
+                with_ci(a.binary_ece, a.binary_ece_ci95),
+            ),
+            ("P(malignant): Brier".into(), with_ci(a.brier, a.brier_ci95)),
+            (
+                "P(malignant): average precision".into(),
+                optional(a.average_precision, a.average_precision_ci95),
+            ),
+        ]);
+    }
+    for (name, value) in lines {
         let _ = write!(
             h,
-            "<tr><th>{}</th><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
-            c.label, c.precision, c.recall, c.f1, c.support
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(&name),
+            escape(&value)
         );
+    }
+    h.push_str("</table>");
+    if let Some(c) = &m.classes {
+        h.push_str("<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
+        for c in &c.per_class {
+            let _ = write!(
+                h,
+                "<tr><th>{}</th><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+                c.label, c.precision, c.recall, c.f1, c.support
+            );
+        }
+        h.push_str("</table>");
+    }
+}
+
+/// One table per attribute: where the model does better or worse.
+fn subgroup_tables(h: &mut String, tables: &[SubgroupTable]) {
+    h.push_str("<h2>Subgroups</h2><p>Every evaluated image, assessed or not; 95% intervals as above.</p>");
+    for table in tables {
+        let _ = write!(
+            h,
+            "<h3>By {}</h3><table><tr><th>{}</th><th>images</th><th>groups</th><th>not assessable</th>\
+             <th>density accuracy</th><th>malignancy AUC</th><th>sensitivity / specificity</th></tr>",
+            table.by, table.by
+        );
+        for r in &table.rows {
+            let operating = match (r.sensitivity, r.specificity) {
+                (Some(se), Some(sp)) => format!("{se:.3} / {sp:.3}"),
+                _ => "n/a".into(),
+            };
+            let _ = write!(
+                h,
+                "<tr><th>{}</th><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&r.value),
+                r.images,
+                r.groups,
+                100.0 * r.not_assessable_share,
+                escape(&optional(r.density_accuracy, r.density_accuracy_ci95)),
+                escape(&optional(r.malignancy_auc, r.malignancy_auc_ci95)),
+                operating
+            );
+        }
+        h.push_str("</table>");
     }
 }
 
 /// Confusion matrices, ROC, reliability and precision-recall.
 fn figures(h: &mut String, m: &Metrics) {
-    h.push_str("</table><h2>Figures</h2><div class=\"figs\">");
-    h.push_str(&plots::confusion(&m.confusion, "8 classes"));
-    h.push_str(&plots::confusion(&m.density.confusion, "Density"));
-    h.push_str(&plots::confusion(
-        &m.malignancy.confusion,
-        "Malignancy at the threshold",
-    ));
-    h.push_str(&plots::roc(
-        &m.malignancy.roc,
-        m.malignancy.auc,
-        (m.malignancy.sensitivity, m.malignancy.specificity),
-        m.malignancy.threshold,
-    ));
-    h.push_str(&plots::reliability(
-        &m.reliability,
-        m.expected_calibration_error,
-        "Reliability, 8 classes",
-        "confidence (top class)",
-        "accuracy",
-    ));
-    h.push_str(&plots::reliability(
-        &m.malignancy.reliability,
-        m.malignancy.binary_ece,
-        "Reliability of P(malignant)",
-        "P(malignant)",
-        "share malignant",
-    ));
-    h.push_str(&plots::precision_recall(
-        &m.malignancy.precision_recall,
-        m.malignancy.average_precision,
-    ));
+    h.push_str("<h2>Figures</h2><div class=\"figs\">");
+    if let Some(c) = &m.classes {
+        h.push_str(&plots::confusion(&c.confusion, "8 classes"));
+    }
+    if let Some(d) = &m.density {
+        h.push_str(&plots::confusion(&d.confusion, "Density"));
+    }
+    if let Some(a) = &m.malignancy {
+        h.push_str(&plots::confusion(&a.confusion, "Malignancy at the threshold"));
+        h.push_str(&plots::roc(
+            &a.roc,
+            a.auc,
+            (a.sensitivity, a.specificity),
+            a.threshold,
+        ));
+    }
+    if let Some(c) = &m.classes {
+        h.push_str(&plots::reliability(
+            &c.reliability,
+            c.expected_calibration_error,
+            "Reliability, 8 classes",
+            "confidence (top class)",
+            "accuracy",
+        ));
+    }
+    if let Some(a) = &m.malignancy {
+        h.push_str(&plots::reliability(
+            &a.reliability,
+            a.binary_ece,
+            "Reliability of P(malignant)",
+            "P(malignant)",
+            "share malignant",
+        ));
+        h.push_str(&plots::precision_recall(
+            &a.precision_recall,
+            a.average_precision,
+        ));
+    }
+}
+
+/// The labels an image has, as a caption says them.
+fn truth_text(row: &Row) -> String {
+    match (row.truth.class(), row.truth.density, row.truth.malignant) {
+        (Some(class), _, _) => class.code().to_string(),
+        (None, Some(d), None) => format!("density {}", d.birads()),
+        (None, None, Some(m)) => if m { "malignant" } else { "not malignant" }.to_string(),
+        _ => "?".to_string(),
+    }
 }
 
 /// A contact sheet of examples, malignant misses first.
 fn examples_sheet(h: &mut String, rows: &[Row]) {
     h.push_str("</div><h2>Examples</h2><p>Malignant cases called benign first (red), then other errors, then correct answers.</p><div class=\"sheet\">");
     for row in examples(rows) {
-        let truth = row.truth.map_or("?", |t| t.code());
-        let missed = row.truth.is_some_and(|t| t.malignant())
-            && row.prediction.malignancy.call() == Pathology::Benign;
+        let truth = truth_text(row);
+        let missed = missed(row);
         let image = thumbnail(row).map_or("<p>(unreadable)</p>".into(), |uri| {
             format!("<img src=\"{uri}\" width=\"{THUMB}\">")
         });
@@ -284,9 +381,10 @@ mod tests {
         let row = Row {
             name: "a.jpg".into(),
             path: "a.jpg".into(),
-            truth: Some("D2M".parse().unwrap()),
+            truth: crate::eval::dataset::Truth::of("D2M".parse().unwrap()),
             prediction,
-            family: None,
+            group: None,
+            attributes: Default::default(),
         };
         assert_eq!(examples(std::slice::from_ref(&row)).len(), 1);
     }

@@ -290,39 +290,44 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
 }
 
-/// 95% bootstrap interval of the ROC AUC, resampling whole groups (families) with replacement;
-/// resamples without both classes are skipped. `None` when no resample has both.
-pub fn bootstrap_auc(
-    scores: &[f64],
-    positive: &[bool],
+/// 95% bootstrap interval of `statistic`, resampling whole groups (patients, families) with
+/// replacement: `groups[i]` is row i's group, and `statistic` gets the rows of one resample
+/// (a row as often as its group was drawn). Resamples where the statistic is undefined (say,
+/// an AUC without both classes) are skipped; `None` when none is defined.
+pub fn bootstrap_interval(
     groups: &[usize],
     rounds: usize,
     seed: u64,
+    statistic: impl Fn(&[usize]) -> Option<f64>,
 ) -> Option<(f64, f64)> {
     let mut members: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, &g) in groups.iter().enumerate() {
         members.entry(g).or_default().push(i);
     }
     let members: Vec<Vec<usize>> = members.into_values().collect();
-    let mut rng = SplitMix64(seed);
-    let mut aucs = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let (mut s, mut p) = (Vec::new(), Vec::new());
-        for _ in 0..members.len() {
-            for &i in &members[rng.below(members.len())] {
-                s.push(scores[i]);
-                p.push(positive[i]);
-            }
-        }
-        if let Some(auc) = roc_auc(&s, &p) {
-            aucs.push(auc);
-        }
-    }
-    if aucs.is_empty() {
+    if members.is_empty() {
         return None;
     }
-    aucs.sort_by(f64::total_cmp);
-    Some((percentile(&aucs, 2.5), percentile(&aucs, 97.5)))
+    let mut rng = SplitMix64(seed);
+    let mut values = Vec::with_capacity(rounds);
+    let mut rows = Vec::with_capacity(groups.len());
+    for _ in 0..rounds {
+        rows.clear();
+        for _ in 0..members.len() {
+            rows.extend_from_slice(&members[rng.below(members.len())]);
+        }
+        values.extend(statistic(&rows).filter(|v| v.is_finite()));
+    }
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some((percentile(&values, 2.5), percentile(&values, 97.5)))
+}
+
+/// The values of `all` at `rows`.
+pub fn pick<T: Copy>(all: &[T], rows: &[usize]) -> Vec<T> {
+    rows.iter().map(|&i| all[i]).collect()
 }
 
 #[cfg(test)]
@@ -395,11 +400,9 @@ mod tests {
             .map(|(i, s)| *s > 0.4 || i % 7 == 0)
             .collect();
         let groups: Vec<usize> = (0..40).map(|i| i / 4).collect();
-        let a = bootstrap_auc(&scores, &positive, &groups, 200, 7).unwrap();
-        assert_eq!(
-            a,
-            bootstrap_auc(&scores, &positive, &groups, 200, 7).unwrap()
-        );
+        let auc_of = |rows: &[usize]| roc_auc(&pick(&scores, rows), &pick(&positive, rows));
+        let a = bootstrap_interval(&groups, 200, 7, auc_of).unwrap();
+        assert_eq!(a, bootstrap_interval(&groups, 200, 7, auc_of).unwrap());
         let auc = roc_auc(&scores, &positive).unwrap();
         assert!(a.0 <= auc && auc <= a.1, "{a:?} vs {auc}");
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.5);

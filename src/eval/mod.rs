@@ -4,6 +4,7 @@ pub mod audit;
 pub mod dataset;
 pub mod html;
 pub mod inference;
+pub mod manifest;
 pub mod metrics;
 pub mod plots;
 pub mod prepared;

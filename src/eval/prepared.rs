@@ -8,6 +8,7 @@ use crate::eval::dataset::Item;
 use crate::imaging::{self, DecodeLimits, DicomInfo, Preprocessing};
 use bytes::Bytes;
 use image::{ImageBuffer, Luma};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The largest difference between a plane and the one read back from its PNG: half a 16-bit
@@ -21,10 +22,13 @@ pub struct Written {
     pub path: PathBuf,
     pub item: Item,
     pub dicom: Option<DicomInfo>,
+    /// SHA-256 of the source file: byte-identical copies are found by it.
+    pub sha256: String,
 }
 
 /// Prepares `item`, the `index`-th of its set, with `preprocessing` and writes it to
-/// `out/images/INDEX-NAME.png` (the index keeps names from two class folders apart).
+/// `out/images/INDEX-NAME.png` (the index keeps names from two class folders apart; a
+/// manifest's folders become `_`).
 pub fn prepare(
     index: usize,
     item: &Item,
@@ -32,10 +36,12 @@ pub fn prepare(
     limits: &DecodeLimits,
     out: &Path,
 ) -> Result<Written, String> {
-    let bytes = std::fs::read(&item.path).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&item.path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
     let (plane, dicom) = imaging::model_plane(&Bytes::from(bytes), limits, preprocessing)
         .map_err(|e| e.to_string())?;
-    let path = PathBuf::from("images").join(format!("{index:06}-{}.png", item.name));
+    let flat = item.name.replace(['/', '\\'], "_");
+    let path = PathBuf::from("images").join(format!("{index:06}-{flat}.png"));
     to_png(&plane, preprocessing.width, preprocessing.height)
         .save(out.join(&path))
         .map_err(|e| e.to_string())?;
@@ -43,6 +49,7 @@ pub fn prepare(
         path,
         item: item.clone(),
         dicom,
+        sha256,
     })
 }
 
@@ -67,20 +74,55 @@ pub fn read_png(path: &Path) -> Result<(Vec<f32>, u32, u32), String> {
     Ok((plane, width, height))
 }
 
+/// The columns of a prepared set's `manifest.csv`, which training reads
+/// (`training/mammo_train/data.py`): the PNG (relative to the manifest), the image's name (the
+/// key of split files and site manifests), the source file (absolute) and its SHA-256, the
+/// labels it has (`label` only when both are known; `density` as BI-RADS A–D; `malignant`
+/// yes/no), and the manifest's patient, study, laterality and view, else the DICOM's, and the
+/// DICOM's manufacturer. No patient attribute of a DICOM is written.
+pub const MANIFEST_COLUMNS: [&str; 12] = [
+    "path",
+    "name",
+    "source",
+    "sha256",
+    "label",
+    "density",
+    "malignant",
+    "patient",
+    "study",
+    "laterality",
+    "view",
+    "manufacturer",
+];
+
 /// The manifest of what was written: one row per image, paths relative to the manifest.
 pub fn write_manifest(path: &Path, written: &[Written]) -> std::io::Result<()> {
     let mut csv = csv::Writer::from_path(path)?;
-    csv.write_record(["path", "source", "label", "laterality", "view_position"])?;
+    csv.write_record(MANIFEST_COLUMNS)?;
     for w in written {
         let dicom = w.dicom.as_ref();
+        let record = w.item.record.as_ref();
+        let truth = w.item.truth;
+        let source = std::fs::canonicalize(&w.item.path).unwrap_or_else(|_| w.item.path.clone());
+        let laterality = record
+            .and_then(|r| r.laterality)
+            .or_else(|| dicom.and_then(|d| d.laterality));
+        let view = record
+            .and_then(|r| r.view.as_ref())
+            .or_else(|| dicom.and_then(|d| d.view_position.as_ref()));
         csv.write_record([
             w.path.to_string_lossy().as_ref(),
             &w.item.name,
-            w.item.label.map_or("", |l| l.code()),
-            dicom.and_then(|d| d.laterality).map_or("", |l| l.code()),
-            dicom
-                .and_then(|d| d.view_position.as_ref())
-                .map_or("", |v| v.code()),
+            source.to_string_lossy().as_ref(),
+            &w.sha256,
+            truth.class().map_or("", |l| l.code()),
+            truth.density.map_or("", |d| d.birads()),
+            truth.malignant.map_or("", |m| if m { "yes" } else { "no" }),
+            record.map_or("", |r| r.patient.as_str()),
+            record.and_then(|r| r.study.as_deref()).unwrap_or(""),
+            laterality.map_or("", |l| l.code()),
+            view.map_or("", |v| v.code()),
+            dicom.and_then(|d| d.manufacturer.as_deref()).unwrap_or(""),
         ])?;
     }
     csv.flush()

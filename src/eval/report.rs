@@ -1,35 +1,64 @@
-//! From outcomes to what evaluators read: per-image rows, the metrics, `predictions.csv`.
+//! From outcomes to what evaluators read: per-image rows, the metrics with their bootstrap
+//! intervals, subgroup tables, `predictions.csv`.
 
 use super::audit::{ClassCount, Duplicates, Overlap, Unreadable};
-use super::dataset::{Item, Layout};
+use super::dataset::{Item, Layout, Truth};
 use super::inference::Outcome;
-use super::metrics::{self, Confusion, ReliabilityBin};
+use super::metrics::{self, pick, Confusion, ReliabilityBin};
 use crate::model::postprocess::argmax;
 use crate::model::{ClassLabel, Prediction};
 use crate::pipeline::ModelInfo;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// Bootstrap resamples for the AUC interval.
+/// Bootstrap resamples for every interval.
 const BOOTSTRAP_ROUNDS: usize = 2000;
 /// Bins of the reliability of P(malignant) (and of its ECE).
 const CALIBRATION_BINS: usize = 15;
+/// What a subgroup table says for an image that does not have the attribute.
+const NOT_GIVEN: &str = "not given";
 
 /// One evaluated image.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub name: String,
     pub path: PathBuf,
-    pub truth: Option<ClassLabel>,
+    pub truth: Truth,
     pub prediction: Prediction,
-    pub family: Option<String>,
+    /// The unit intervals resample: the manifest's patient, else the image's family.
+    pub group: Option<String>,
+    pub attributes: Attributes,
+}
+
+/// What is known of an image besides its labels: from the site's manifest, else from the
+/// DICOM header. Never a patient attribute of the DICOM: the manifest's pseudonymous key is
+/// the only patient identifier an evaluation writes.
+#[derive(Debug, Clone, Default)]
+pub struct Attributes {
+    pub patient: Option<String>,
+    pub study: Option<String>,
+    pub laterality: Option<String>,
+    pub view: Option<String>,
+    pub manufacturer: Option<String>,
 }
 
 impl Row {
     /// Class probabilities in canonical order (D1B..D4M).
     fn probabilities(&self) -> [f64; 8] {
         self.prediction.class_probabilities.map(f64::from)
+    }
+
+    /// P(malignant): the sum of the malignant classes.
+    fn malignancy_score(&self) -> f64 {
+        let p = self.probabilities();
+        (0..4).map(|d| p[2 * d + 1]).sum()
+    }
+
+    /// The most probable of the four density marginals (0 = D1).
+    fn predicted_density(&self) -> usize {
+        let p = self.probabilities();
+        argmax(&[0, 1, 2, 3].map(|d| p[2 * d] + p[2 * d + 1]))
     }
 }
 
@@ -43,13 +72,34 @@ pub fn rows(
     let mut failed = Vec::new();
     for (item, outcome) in items.iter().zip(outcomes) {
         match outcome {
-            Ok(reading) => rows.push(Row {
-                name: item.name.clone(),
-                path: item.path.clone(),
-                truth: item.label,
-                prediction: reading.prediction.clone(),
-                family: families.and_then(|f| f.get(&item.name).cloned()),
-            }),
+            Ok(reading) => {
+                let dicom = reading.dicom.as_ref();
+                let record = item.record.as_ref();
+                let attributes = Attributes {
+                    patient: record.map(|r| r.patient.clone()),
+                    study: record.and_then(|r| r.study.clone()),
+                    laterality: record
+                        .and_then(|r| r.laterality)
+                        .or_else(|| dicom.and_then(|d| d.laterality))
+                        .map(|l| l.code().to_string()),
+                    view: record
+                        .and_then(|r| r.view.as_ref())
+                        .or_else(|| dicom.and_then(|d| d.view_position.as_ref()))
+                        .map(|v| v.code().to_string()),
+                    manufacturer: dicom.and_then(|d| d.manufacturer.clone()),
+                };
+                rows.push(Row {
+                    name: item.name.clone(),
+                    path: item.path.clone(),
+                    truth: item.truth,
+                    prediction: reading.prediction.clone(),
+                    group: attributes
+                        .patient
+                        .clone()
+                        .or_else(|| families.and_then(|f| f.get(&item.name).cloned())),
+                    attributes,
+                })
+            }
             Err(e) => failed.push((item.name.clone(), e.clone())),
         }
     }
@@ -111,6 +161,8 @@ pub struct Evaluation {
     /// The labelled images the server would answer with labels; `None` when none was
     /// assessed or none was declined (then `metrics` says it all).
     pub metrics_assessed_only: Option<Metrics>,
+    /// The headline numbers per view, laterality, manufacturer and true density.
+    pub subgroups: Vec<SubgroupTable>,
 }
 
 /// How many evaluated images the model assessed and declined.
@@ -118,33 +170,43 @@ pub struct Evaluation {
 pub struct AssessmentCounts {
     pub assessed: usize,
     pub not_assessable: usize,
-    /// Share of evaluated images not assessed.
+    /// Share of evaluated images not assessed, with its interval.
     pub not_assessable_share: f64,
+    pub not_assessable_share_ci95: Option<(f64, f64)>,
 }
 
 impl AssessmentCounts {
     pub fn of(rows: &[Row]) -> Self {
-        let assessed = rows
+        let declined: Vec<bool> = rows
             .iter()
-            .filter(|r| r.prediction.assessment.is_assessed())
-            .count();
-        let not_assessable = rows.len() - assessed;
+            .map(|r| !r.prediction.assessment.is_assessed())
+            .collect();
+        let not_assessable = declined.iter().filter(|&&d| d).count();
+        let (groups, _) = group_ids(rows);
         AssessmentCounts {
-            assessed,
+            assessed: rows.len() - not_assessable,
             not_assessable,
-            not_assessable_share: not_assessable as f64 / rows.len().max(1) as f64,
+            not_assessable_share: share(&declined, &(0..rows.len()).collect::<Vec<_>>())
+                .unwrap_or(0.0),
+            not_assessable_share_ci95: interval(&groups, |idx| share(&declined, idx)),
         }
     }
+}
+
+/// The share of `flags` set among `rows`; `None` for no rows.
+fn share(flags: &[bool], rows: &[usize]) -> Option<f64> {
+    (!rows.is_empty())
+        .then(|| rows.iter().filter(|&&i| flags[i]).count() as f64 / rows.len() as f64)
 }
 
 /// The metrics of the assessed rows alone, when that is a strict, non-empty part of them.
 pub fn metrics_assessed_only(rows: &[Row], threshold: f64) -> Option<Metrics> {
     let assessed: Vec<Row> = rows
         .iter()
-        .filter(|r| r.prediction.assessment.is_assessed() && r.truth.is_some())
+        .filter(|r| r.prediction.assessment.is_assessed() && r.truth.is_labelled())
         .cloned()
         .collect();
-    let labelled = rows.iter().filter(|r| r.truth.is_some()).count();
+    let labelled = rows.iter().filter(|r| r.truth.is_labelled()).count();
     (!assessed.is_empty() && assessed.len() < labelled).then(|| metrics(&assessed, threshold))
 }
 
@@ -165,24 +227,52 @@ pub struct Matrix {
     pub counts: Vec<Vec<u64>>,
 }
 
-/// Density (4 classes).
+/// What the intervals resampled.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resampling {
+    /// `patients` (a site's manifest), `families` (a families or split file) or `images`.
+    pub unit: &'static str,
+    pub groups: usize,
+    pub rounds: usize,
+}
+
+/// The eight classes, on the images that have both labels.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassMetrics {
+    pub images: usize,
+    pub accuracy: f64,
+    pub accuracy_ci95: Option<(f64, f64)>,
+    pub balanced_accuracy: f64,
+    pub balanced_accuracy_ci95: Option<(f64, f64)>,
+    pub per_class: Vec<PerClass>,
+    pub confusion: Matrix,
+    /// Of the top class's probability (10 bins).
+    pub expected_calibration_error: f64,
+    pub reliability: Vec<ReliabilityBin>,
+}
+
+/// Density (4 classes), on the images with a density label.
 #[derive(Debug, Clone, Serialize)]
 pub struct DensityMetrics {
+    pub images: usize,
     pub accuracy: f64,
+    pub accuracy_ci95: Option<(f64, f64)>,
     pub kappa_linear: f64,
+    pub kappa_linear_ci95: Option<(f64, f64)>,
     pub confusion: Matrix,
 }
 
-/// Malignancy (benign vs malignant).
+/// Malignancy (benign vs malignant), on the images with a malignancy label.
 #[derive(Debug, Clone, Serialize)]
 pub struct MalignancyMetrics {
+    pub images: usize,
     pub auc: Option<f64>,
     pub auc_ci95: Option<(f64, f64)>,
-    /// What the bootstrap resampled: `families` when families were given, else `images`.
-    pub ci_resampling: String,
     pub threshold: f64,
     pub sensitivity: f64,
+    pub sensitivity_ci95: Option<(f64, f64)>,
     pub specificity: f64,
+    pub specificity_ci95: Option<(f64, f64)>,
     pub sensitivity_at_90_specificity: f64,
     pub confusion: Matrix,
     /// ROC points (false-positive rate, true-positive rate, threshold).
@@ -190,49 +280,86 @@ pub struct MalignancyMetrics {
     /// Expected calibration error of P(malignant), the number the API thresholds
     /// (`CALIBRATION_BINS` equal-width bins).
     pub binary_ece: f64,
+    pub binary_ece_ci95: Option<(f64, f64)>,
     /// Mean squared difference between P(malignant) and the outcome.
     pub brier: f64,
+    pub brier_ci95: Option<(f64, f64)>,
     /// Reliability of P(malignant): share malignant against mean probability per bin.
     pub reliability: Vec<ReliabilityBin>,
     pub average_precision: Option<f64>,
+    pub average_precision_ci95: Option<(f64, f64)>,
     /// Precision–recall points (recall, precision, threshold).
     pub precision_recall: Vec<(f64, f64, f64)>,
 }
 
-/// Every metric of a labelled evaluation.
+/// Every metric of a labelled evaluation; each part on the images that have its label, with
+/// 95% intervals from resampling patients (or families, or images).
 #[derive(Debug, Clone, Serialize)]
 pub struct Metrics {
+    /// Images with at least one label.
     pub images: usize,
-    pub accuracy: f64,
-    pub balanced_accuracy: f64,
-    pub per_class: Vec<PerClass>,
-    pub confusion: Matrix,
-    pub density: DensityMetrics,
-    pub malignancy: MalignancyMetrics,
-    pub expected_calibration_error: f64,
-    pub reliability: Vec<ReliabilityBin>,
+    pub resampling: Resampling,
+    pub classes: Option<ClassMetrics>,
+    pub density: Option<DensityMetrics>,
+    pub malignancy: Option<MalignancyMetrics>,
 }
 
-/// Metrics over labelled rows (rows without a label are ignored).
+/// Metrics over the labelled rows (rows without a label are ignored).
 pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
-    let rows: Vec<&Row> = rows.iter().filter(|r| r.truth.is_some()).collect();
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.truth.is_labelled()).collect();
+    let (groups, unit) = group_ids(&rows);
+    let with = |keep: fn(&Truth) -> bool| -> Vec<&Row> {
+        rows.iter().copied().filter(|r| keep(&r.truth)).collect()
+    };
+    Metrics {
+        images: rows.len(),
+        resampling: Resampling {
+            unit,
+            groups: groups.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            rounds: BOOTSTRAP_ROUNDS,
+        },
+        classes: class_metrics(&with(|t| t.class().is_some())),
+        density: density_metrics(&with(|t| t.density.is_some())),
+        malignancy: malignancy_metrics(&with(|t| t.malignant.is_some()), threshold),
+    }
+}
+
+fn labels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The 95% interval of `statistic` over resamples of `groups`.
+fn interval(groups: &[usize], statistic: impl Fn(&[usize]) -> Option<f64>) -> Option<(f64, f64)> {
+    metrics::bootstrap_interval(groups, BOOTSTRAP_ROUNDS, 0, statistic)
+}
+
+fn class_metrics(rows: &[&Row]) -> Option<ClassMetrics> {
+    if rows.is_empty() {
+        return None;
+    }
+    let (groups, _) = group_ids(rows);
     let truth: Vec<usize> = rows
         .iter()
-        .map(|r| r.truth.expect("filtered").index())
+        .filter_map(|r| r.truth.class().map(ClassLabel::index))
         .collect();
     let probabilities: Vec<[f64; 8]> = rows.iter().map(|r| r.probabilities()).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let classes = Confusion::new(8, &truth, &predicted);
+    let confusion_of = |idx: &[usize]| Confusion::new(8, &pick(&truth, idx), &pick(&predicted, idx));
+    let classes = confusion_of(&(0..rows.len()).collect::<Vec<_>>());
     let confidence: Vec<f64> = probabilities
         .iter()
         .zip(&predicted)
         .map(|(p, &c)| p[c])
         .collect();
     let correct: Vec<bool> = truth.iter().zip(&predicted).map(|(t, p)| t == p).collect();
-    Metrics {
+    Some(ClassMetrics {
         images: rows.len(),
         accuracy: classes.accuracy(),
+        accuracy_ci95: interval(&groups, |idx| Some(confusion_of(idx).accuracy())),
         balanced_accuracy: classes.balanced_accuracy(),
+        balanced_accuracy_ci95: interval(&groups, |idx| {
+            Some(confusion_of(idx).balanced_accuracy())
+        }),
         per_class: ClassLabel::ALL
             .iter()
             .map(|l| {
@@ -253,59 +380,72 @@ pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
                 .collect(),
             counts: classes.counts.clone(),
         },
-        density: density_metrics(&truth, &probabilities),
-        malignancy: malignancy_metrics(&rows, &truth, &probabilities, threshold),
         expected_calibration_error: metrics::expected_calibration_error(&confidence, &correct, 10),
         reliability: metrics::reliability(&confidence, &correct, 10),
-    }
-}
-
-fn labels(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
+    })
 }
 
 /// Density: the most probable of the four marginals against the true density.
-fn density_metrics(truth: &[usize], probabilities: &[[f64; 8]]) -> DensityMetrics {
-    let density_truth: Vec<usize> = truth.iter().map(|t| t / 2).collect();
-    let density_pred: Vec<usize> = probabilities
+fn density_metrics(rows: &[&Row]) -> Option<DensityMetrics> {
+    if rows.is_empty() {
+        return None;
+    }
+    let (groups, _) = group_ids(rows);
+    let truth: Vec<usize> = rows
         .iter()
-        .map(|p| argmax(&[0, 1, 2, 3].map(|d| p[2 * d] + p[2 * d + 1])))
+        .filter_map(|r| r.truth.density.map(|d| d.index()))
         .collect();
-    let density = Confusion::new(4, &density_truth, &density_pred);
-    DensityMetrics {
+    let predicted: Vec<usize> = rows.iter().map(|r| r.predicted_density()).collect();
+    let confusion_of = |idx: &[usize]| Confusion::new(4, &pick(&truth, idx), &pick(&predicted, idx));
+    let density = confusion_of(&(0..rows.len()).collect::<Vec<_>>());
+    Some(DensityMetrics {
+        images: rows.len(),
         accuracy: density.accuracy(),
+        accuracy_ci95: interval(&groups, |idx| Some(confusion_of(idx).accuracy())),
         kappa_linear: density.kappa_linear(),
+        kappa_linear_ci95: interval(&groups, |idx| Some(confusion_of(idx).kappa_linear())),
         confusion: Matrix {
             labels: labels(&["D1", "D2", "D3", "D4"]),
             counts: density.counts,
         },
-    }
+    })
 }
 
-/// Malignancy: P(malignant) (the sum of the malignant classes) as a score, and its call at
-/// `threshold`.
-fn malignancy_metrics(
-    rows: &[&Row],
-    truth: &[usize],
-    probabilities: &[[f64; 8]],
-    threshold: f64,
-) -> MalignancyMetrics {
-    let p: Vec<f64> = probabilities
-        .iter()
-        .map(|p| (0..4).map(|d| p[2 * d + 1]).sum())
-        .collect();
-    let positive: Vec<bool> = truth.iter().map(|t| t % 2 == 1).collect();
-    let (sensitivity, specificity) = metrics::sensitivity_specificity(&p, &positive, threshold);
+/// Malignancy: P(malignant) as a score, and its call at `threshold`.
+fn malignancy_metrics(rows: &[&Row], threshold: f64) -> Option<MalignancyMetrics> {
+    if rows.is_empty() {
+        return None;
+    }
+    let (groups, _) = group_ids(rows);
+    let p: Vec<f64> = rows.iter().map(|r| r.malignancy_score()).collect();
+    let positive: Vec<bool> = rows.iter().filter_map(|r| r.truth.malignant).collect();
     let called: Vec<usize> = p.iter().map(|&v| usize::from(v >= threshold)).collect();
     let truth_m: Vec<usize> = positive.iter().map(|&v| usize::from(v)).collect();
-    let (groups, resampling) = group_ids(rows);
-    MalignancyMetrics {
+    let (sensitivity, specificity) = metrics::sensitivity_specificity(&p, &positive, threshold);
+    let on = |idx: &[usize]| (pick(&p, idx), pick(&positive, idx));
+    let among = |idx: &[usize], malignant: bool| {
+        let (s, y) = on(idx);
+        y.contains(&malignant).then(|| {
+            let (sens, spec) = metrics::sensitivity_specificity(&s, &y, threshold);
+            if malignant {
+                sens
+            } else {
+                spec
+            }
+        })
+    };
+    Some(MalignancyMetrics {
+        images: rows.len(),
         auc: metrics::roc_auc(&p, &positive),
-        auc_ci95: metrics::bootstrap_auc(&p, &positive, &groups, BOOTSTRAP_ROUNDS, 0),
-        ci_resampling: resampling.into(),
+        auc_ci95: interval(&groups, |idx| {
+            let (s, y) = on(idx);
+            metrics::roc_auc(&s, &y)
+        }),
         threshold,
         sensitivity,
+        sensitivity_ci95: interval(&groups, |idx| among(idx, true)),
         specificity,
+        specificity_ci95: interval(&groups, |idx| among(idx, false)),
         sensitivity_at_90_specificity: metrics::sensitivity_at_specificity(&p, &positive, 0.9),
         confusion: Matrix {
             labels: labels(&["benign", "malignant"]),
@@ -316,35 +456,134 @@ fn malignancy_metrics(
             .map(|(f, t, th)| (f, t, if th.is_finite() { th } else { 1.0 }))
             .collect(),
         binary_ece: metrics::expected_calibration_error(&p, &positive, CALIBRATION_BINS),
+        binary_ece_ci95: interval(&groups, |idx| {
+            let (s, y) = on(idx);
+            Some(metrics::expected_calibration_error(&s, &y, CALIBRATION_BINS))
+        }),
         brier: metrics::brier(&p, &positive),
+        brier_ci95: interval(&groups, |idx| {
+            let (s, y) = on(idx);
+            Some(metrics::brier(&s, &y))
+        }),
         reliability: metrics::reliability(&p, &positive, CALIBRATION_BINS),
         average_precision: metrics::average_precision(&p, &positive),
+        average_precision_ci95: interval(&groups, |idx| {
+            let (s, y) = on(idx);
+            metrics::average_precision(&s, &y)
+        }),
         precision_recall: metrics::precision_recall_curve(&p, &positive),
-    }
+    })
 }
 
-/// Bootstrap groups: families when every row has one, else one group per image.
-fn group_ids(rows: &[&Row]) -> (Vec<usize>, &'static str) {
-    if rows.iter().all(|r| r.family.is_some()) {
-        let mut ids: HashMap<&str, usize> = HashMap::new();
-        let groups = rows.iter().map(|r| {
-            let next = ids.len();
-            *ids.entry(r.family.as_deref().expect("checked"))
-                .or_insert(next)
-        });
-        (groups.collect(), "families")
+/// Bootstrap groups: patients or families when every row has one, else one group per image.
+fn group_ids<R: std::borrow::Borrow<Row>>(rows: &[R]) -> (Vec<usize>, &'static str) {
+    let rows: Vec<&Row> = rows.iter().map(|r| r.borrow()).collect();
+    if rows.is_empty() || rows.iter().any(|r| r.group.is_none()) {
+        return ((0..rows.len()).collect(), "images");
+    }
+    let unit = if rows.iter().all(|r| r.attributes.patient.is_some()) {
+        "patients"
     } else {
-        ((0..rows.len()).collect(), "images")
+        "families"
+    };
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let groups = rows
+        .iter()
+        .map(|r| {
+            let next = ids.len();
+            *ids.entry(r.group.as_deref().expect("checked")).or_insert(next)
+        })
+        .collect();
+    (groups, unit)
+}
+
+/// One attribute's table: the headline numbers per value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubgroupTable {
+    /// `view`, `laterality`, `manufacturer` or `density` (the true one).
+    pub by: &'static str,
+    pub rows: Vec<SubgroupRow>,
+}
+
+/// The headline numbers of the images sharing one value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubgroupRow {
+    pub value: String,
+    pub images: usize,
+    /// Distinct resampling groups (patients or families) among them.
+    pub groups: usize,
+    pub not_assessable_share: f64,
+    pub density_accuracy: Option<f64>,
+    pub density_accuracy_ci95: Option<(f64, f64)>,
+    pub malignancy_auc: Option<f64>,
+    pub malignancy_auc_ci95: Option<(f64, f64)>,
+    pub sensitivity: Option<f64>,
+    pub specificity: Option<f64>,
+}
+
+/// Tables by view, laterality, manufacturer (the DICOM's (0008,0070)) and true density.
+pub fn subgroups(rows: &[Row], threshold: f64) -> Vec<SubgroupTable> {
+    let by: [(&'static str, fn(&Row) -> Option<String>); 4] = [
+        ("view", |r| r.attributes.view.clone()),
+        ("laterality", |r| r.attributes.laterality.clone()),
+        ("manufacturer", |r| r.attributes.manufacturer.clone()),
+        ("density", |r| r.truth.density.map(|d| d.birads().to_string())),
+    ];
+    by.into_iter()
+        .map(|(name, key)| {
+            let mut values: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+            for r in rows {
+                let value = key(r).unwrap_or_else(|| NOT_GIVEN.to_string());
+                values.entry(value).or_default().push(r.clone());
+            }
+            SubgroupTable {
+                by: name,
+                rows: values
+                    .into_iter()
+                    .map(|(value, members)| subgroup_row(value, &members, threshold))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn subgroup_row(value: String, rows: &[Row], threshold: f64) -> SubgroupRow {
+    let m = metrics(rows, threshold);
+    let (groups, _) = group_ids(rows);
+    let declined = rows
+        .iter()
+        .filter(|r| !r.prediction.assessment.is_assessed())
+        .count();
+    SubgroupRow {
+        value,
+        images: rows.len(),
+        groups: groups.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        not_assessable_share: declined as f64 / rows.len().max(1) as f64,
+        density_accuracy: m.density.as_ref().map(|d| d.accuracy),
+        density_accuracy_ci95: m.density.as_ref().and_then(|d| d.accuracy_ci95),
+        malignancy_auc: m.malignancy.as_ref().and_then(|a| a.auc),
+        malignancy_auc_ci95: m.malignancy.as_ref().and_then(|a| a.auc_ci95),
+        sensitivity: m.malignancy.as_ref().map(|a| a.sensitivity),
+        specificity: m.malignancy.as_ref().map(|a| a.specificity),
     }
 }
 
-/// Writes one line per image: name, truth (if labelled), the predicted class, density,
-/// malignancy probability and label, confidence, and the eight class probabilities.
+/// Writes one line per image: name, what the manifest or DICOM says of it (the pseudonymous
+/// patient key, study, laterality, view, manufacturer), its labels, the predicted class,
+/// density, malignancy probability and label, confidence, assessment, and the eight class
+/// probabilities.
 pub fn write_predictions(path: &Path, rows: &[Row]) -> Result<(), csv::Error> {
     let mut out = csv::Writer::from_path(path)?;
     let mut header = vec![
         "filename",
+        "patient",
+        "study",
+        "laterality",
+        "view",
+        "manufacturer",
         "label",
+        "true_density",
+        "true_malignant",
         "predicted",
         "density",
         "birads",
@@ -362,9 +601,21 @@ pub fn write_predictions(path: &Path, rows: &[Row]) -> Result<(), csv::Error> {
     out.write_record(&header)?;
     for r in rows {
         let p = &r.prediction;
+        let a = &r.attributes;
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let mut record = vec![
             r.name.clone(),
-            r.truth.map(|l| l.code().to_string()).unwrap_or_default(),
+            text(&a.patient),
+            text(&a.study),
+            text(&a.laterality),
+            text(&a.view),
+            text(&a.manufacturer),
+            r.truth.class().map_or("", |l| l.code()).to_string(),
+            r.truth.density.map_or("", |d| d.birads()).to_string(),
+            r.truth
+                .malignant
+                .map_or("", |m| if m { "yes" } else { "no" })
+                .to_string(),
             p.class.code().to_string(),
             p.density.code().to_string(),
             p.density.birads().to_string(),

@@ -243,6 +243,7 @@ mod tests {
             laterality,
             view_position: Some(ViewPosition::from_code(view)),
             transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            manufacturer: None,
         }
     }
 

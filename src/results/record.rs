@@ -16,6 +16,8 @@ pub struct Record {
     pub laterality: Option<String>,
     pub view_position: Option<String>,
     pub transfer_syntax: String,
+    #[serde(default)]
+    pub manufacturer: Option<String>,
     pub class_probabilities: [f32; 8],
     pub class: String,
     pub density_probabilities: [f32; 4],
@@ -40,6 +42,7 @@ impl Record {
             laterality: info.laterality.map(|l| l.code().to_string()),
             view_position: info.view_position.as_ref().map(|v| v.code().to_string()),
             transfer_syntax: info.transfer_syntax.clone(),
+            manufacturer: info.manufacturer.clone(),
             class_probabilities: p.class_probabilities,
             class: p.class.code().to_string(),
             density_probabilities: p.density_probabilities,
@@ -86,6 +89,7 @@ impl Record {
                 laterality: self.laterality.as_deref().and_then(Laterality::from_code),
                 view_position: self.view_position.as_deref().map(ViewPosition::from_code),
                 transfer_syntax: self.transfer_syntax.clone(),
+                manufacturer: self.manufacturer.clone(),
             }),
         })
     }

@@ -53,6 +53,9 @@ pub struct DicomInfo {
     pub view_position: Option<ViewPosition>,
     /// Transfer syntax UID the object arrived in.
     pub transfer_syntax: String,
+    /// Manufacturer (0008,0070) of the equipment that made the image, when given: evaluation
+    /// reports per manufacturer, because models fail by vendor.
+    pub manufacturer: Option<String>,
 }
 
 /// A parsed DICOM mammogram: its identifiers and its stored pixels with their grey mapping.
@@ -349,6 +352,7 @@ fn identify(object: &DefaultDicomObject) -> DicomInfo {
             .transfer_syntax()
             .trim_end_matches('\0')
             .to_string(),
+        manufacturer: text(object, tags::MANUFACTURER),
     }
 }
 
