@@ -356,10 +356,181 @@ fn prepare_writes_each_image_as_the_server_feeds_it_to_the_model() {
         };
         assert_eq!(label, expected_label, "{source}");
     }
-    let dicom = rows.iter().find(|r| &r[col("name")] == "mg_rle.dcm").unwrap();
+    let dicom = rows
+        .iter()
+        .find(|r| &r[col("name")] == "mg_rle.dcm")
+        .unwrap();
     assert_eq!(
         (&dicom[col("laterality")], &dicom[col("view")]),
         ("L", "CC"),
         "the DICOM's laterality and view"
     );
+}
+
+/// A site's manifest: DICOMs and JPEGs in patient folders, partial labels, a missing file.
+fn site_manifest(dir: &Path) -> PathBuf {
+    let files = [
+        ("p1/lcc.dcm", "dicom/mg_rle.dcm"),
+        ("p1/rcc.dcm", "dicom/mg_right_cc.dcm"),
+        ("p1/lmlo.dcm", "dicom/mg_left_mlo.dcm"),
+        ("p2/a.jpg", "d1b_Image_2.jpg"),
+        ("p2/b.jpg", "d4m_Image_83.jpg"),
+        ("p3/lcc.dcm", "dicom/mg_mono1.dcm"),
+        ("p3/c.jpg", "d2m_Image_9.jpg"),
+    ];
+    for (to, from) in files {
+        let path = dir.join(to);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, fixture(from)).unwrap();
+    }
+    let manifest = dir.join("site.csv");
+    std::fs::write(
+        &manifest,
+        "path,patient,study,laterality,view,density,malignant\n\
+         p1/lcc.dcm,P1,S1,,,C,no\n\
+         p1/rcc.dcm,P1,S1,,,C,\n\
+         p1/lmlo.dcm,P1,S1,,,,yes\n\
+         p2/a.jpg,P2,S2,L,CC,A,no\n\
+         p2/b.jpg,P2,S2,R,MLO,4,yes\n\
+         p3/lcc.dcm,P3,S3,,,2,yes\n\
+         p3/c.jpg,P3,S3,L,MLO,B,\n\
+         p4/missing.dcm,P4,S4,L,CC,A,no\n",
+    )
+    .unwrap();
+    manifest
+}
+
+#[test]
+fn a_site_manifest_is_evaluated_by_patient_and_writes_no_patient_attribute() {
+    let dir = temp_dir("site");
+    let manifest = site_manifest(&dir);
+    let out = temp_dir("site-out");
+    let output = eval_command()
+        .args(["evaluate", "--manifest"])
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(test_model())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "a missing file:\n{stdout}");
+    assert!(stdout.contains("unreadable: p4/missing.dcm"), "{stdout}");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["layout"], "manifest");
+    assert_eq!(metrics["images_evaluated"], 7);
+    let m = &metrics["metrics"];
+    assert_eq!(m["resampling"]["unit"], "patients");
+    assert_eq!(m["resampling"]["groups"], 3, "three patients were read");
+    assert_eq!(m["classes"]["images"], 4, "rows with both labels");
+    assert_eq!(m["density"]["images"], 6, "rows with a density");
+    assert_eq!(m["malignancy"]["images"], 5, "rows with a malignancy label");
+    for ci in [
+        &m["density"]["accuracy_ci95"],
+        &m["malignancy"]["brier_ci95"],
+    ] {
+        assert_eq!(ci.as_array().map(Vec::len), Some(2), "an interval: {ci}");
+    }
+    let table = |by: &str| -> Vec<String> {
+        metrics["subgroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["by"] == by)
+            .unwrap()["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Views and lateralities come from the manifest, else from the DICOM header.
+    assert_eq!(table("view"), ["CC", "MLO"]);
+    assert_eq!(table("laterality"), ["L", "R"]);
+    assert_eq!(table("manufacturer"), ["not given"]);
+    assert_eq!(table("density"), ["A", "B", "C", "D", "not given"]);
+
+    let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    assert!(
+        predictions.contains("p1/rcc.dcm,P1,S1,R,CC,"),
+        "{predictions}"
+    );
+    // The fixtures' patient name, ID and birth date reach no output.
+    for file in ["metrics.json", "predictions.csv", "report.html"] {
+        let text = std::fs::read_to_string(out.join(file)).unwrap();
+        for attribute in ["Fixture^Synthetic", "FIXTURE-0001", "19700101"] {
+            assert!(!text.contains(attribute), "{file} holds {attribute}");
+        }
+    }
+}
+
+#[test]
+fn a_manifest_row_that_cannot_stand_stops_the_run_naming_it() {
+    let dir = temp_dir("site-bad");
+    let manifest = site_manifest(&dir);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "p2/b.jpg,P2,S2,R,MLO,4,yes",
+            "p2/b.jpg,P2,S2,R,MLO,4,perhaps",
+        ),
+    )
+    .unwrap();
+    let output = eval_command()
+        .args(["evaluate", "--manifest"])
+        .arg(&manifest)
+        .args(["--out", "/tmp/unused"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("site.csv:6: unknown malignant value \"perhaps\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn prepare_reads_a_manifest_and_writes_its_keys_and_labels() {
+    let dir = temp_dir("site-prepare");
+    let manifest = site_manifest(&dir);
+    let out = temp_dir("site-prepare-out");
+    let output = eval_command()
+        .args(["prepare", "--manifest"])
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(test_model())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "the missing file");
+    let mut reader = csv::Reader::from_path(out.join("manifest.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 7);
+    let row = |name: &str| rows.iter().find(|r| &r[col("name")] == name).unwrap();
+    let lmlo = row("p1/lmlo.dcm");
+    assert_eq!(
+        [
+            &lmlo[col("patient")],
+            &lmlo[col("label")],
+            &lmlo[col("density")],
+            &lmlo[col("malignant")],
+            &lmlo[col("view")]
+        ],
+        ["P1", "", "", "yes", "MLO"]
+    );
+    assert_eq!(&row("p2/b.jpg")[col("label")], "D4M");
+    assert!(out.join(&row("p3/lcc.dcm")[col("path")]).is_file());
+    let description: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("prepare.json")).unwrap()).unwrap();
+    assert_eq!(description["images_written"], 7);
+    assert_eq!(description["unreadable"][0]["name"], "p4/missing.dcm");
+    let all = std::fs::read_to_string(out.join("manifest.csv")).unwrap();
+    assert!(!all.contains("FIXTURE-0001") && !all.contains("Fixture^Synthetic"));
 }

@@ -123,12 +123,17 @@ impl SetArgs {
         if let Some(path) = &self.manifest {
             return Ok((manifest::read(path)?, Layout::Manifest, path.clone()));
         }
-        let data = self.data.clone().expect("clap requires --data or --manifest");
+        let data = self
+            .data
+            .clone()
+            .expect("clap requires --data or --manifest");
         match dataset::read_labelled(&data) {
             Ok((items, layout)) => Ok((items, layout, data)),
-            Err(_) if unlabelled_ok && data.is_dir() => {
-                Ok((dataset::read_unlabelled(&data)?, Layout::PrefixedNames, data))
-            }
+            Err(_) if unlabelled_ok && data.is_dir() => Ok((
+                dataset::read_unlabelled(&data)?,
+                Layout::PrefixedNames,
+                data,
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -239,9 +244,7 @@ fn prepare(
     if let Some(steps) = steps {
         preprocessing.steps = match steps.trim() {
             "none" => FullField::default(),
-            names => names
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--steps: {e}"))?,
+            names => names.parse().map_err(|e| anyhow::anyhow!("--steps: {e}"))?,
         };
     }
     std::fs::create_dir_all(out.join("images"))
@@ -592,7 +595,12 @@ fn ci(value: f64, interval: Option<(f64, f64)>) -> String {
 
 fn share_with_ci(value: f64, interval: Option<(f64, f64)>) -> String {
     interval.map_or(format!("{:.1}%", 100.0 * value), |(lo, hi)| {
-        format!("{:.1}% [{:.1}–{:.1}%]", 100.0 * value, 100.0 * lo, 100.0 * hi)
+        format!(
+            "{:.1}% [{:.1}–{:.1}%]",
+            100.0 * value,
+            100.0 * lo,
+            100.0 * hi
+        )
     })
 }
 

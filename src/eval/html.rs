@@ -47,8 +47,7 @@ pub fn examples(rows: &[Row]) -> Vec<&Row> {
     let missed_malignant = |r: &&Row| missed(r);
     let wrong = |r: &&Row| {
         r.truth.density.is_some_and(|d| d != r.prediction.density)
-            || r
-                .truth
+            || r.truth
                 .malignant
                 .is_some_and(|m| m != (r.prediction.malignancy.call() == Pathology::Malignant))
     };
@@ -200,7 +199,10 @@ fn metrics_table(h: &mut String, m: &Metrics) {
     if let Some(a) = &m.malignancy {
         lines.extend([
             (
-                format!("malignancy ROC AUC ({} images with a malignancy label)", a.images),
+                format!(
+                    "malignancy ROC AUC ({} images with a malignancy label)",
+                    a.images
+                ),
                 optional(a.auc, a.auc_ci95),
             ),
             (
@@ -250,7 +252,9 @@ fn metrics_table(h: &mut String, m: &Metrics) {
 
 /// One table per attribute: where the model does better or worse.
 fn subgroup_tables(h: &mut String, tables: &[SubgroupTable]) {
-    h.push_str("<h2>Subgroups</h2><p>Every evaluated image, assessed or not; 95% intervals as above.</p>");
+    h.push_str(
+        "<h2>Subgroups</h2><p>Every evaluated image, assessed or not; 95% intervals as above.</p>",
+    );
     for table in tables {
         let _ = write!(
             h,
@@ -289,7 +293,10 @@ fn figures(h: &mut String, m: &Metrics) {
         h.push_str(&plots::confusion(&d.confusion, "Density"));
     }
     if let Some(a) = &m.malignancy {
-        h.push_str(&plots::confusion(&a.confusion, "Malignancy at the threshold"));
+        h.push_str(&plots::confusion(
+            &a.confusion,
+            "Malignancy at the threshold",
+        ));
         h.push_str(&plots::roc(
             &a.roc,
             a.auc,

@@ -58,10 +58,15 @@ pub fn read(manifest: &Path) -> Result<Vec<Item>, DatasetError> {
         let patient = field("patient")
             .ok_or_else(|| row_error(format!("{path}: the row has no `patient` key")))?;
         if let Some(first) = seen.insert(path.to_string(), line) {
-            return Err(row_error(format!("{path} is listed again (first on line {first})")));
+            return Err(row_error(format!(
+                "{path} is listed again (first on line {first})"
+            )));
         }
         let truth = Truth {
-            density: field("density").map(density).transpose().map_err(&row_error)?,
+            density: field("density")
+                .map(density)
+                .transpose()
+                .map_err(&row_error)?,
             malignant: field("malignant")
                 .map(malignant)
                 .transpose()
@@ -111,7 +116,9 @@ fn malignant(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "yes" | "y" | "true" | "1" | "malignant" => Ok(true),
         "no" | "n" | "false" | "0" | "benign" => Ok(false),
-        _ => Err(format!("unknown malignant value {value:?} (expected yes or no)")),
+        _ => Err(format!(
+            "unknown malignant value {value:?} (expected yes or no)"
+        )),
     }
 }
 
@@ -158,17 +165,26 @@ mod tests {
     #[test]
     fn bad_rows_stop_the_reading_and_name_the_row() {
         let no_patient = manifest("path,density\nx.png,A\n").unwrap_err();
-        assert!(no_patient.to_string().contains("no `patient` column"), "{no_patient}");
+        assert!(
+            no_patient.to_string().contains("no `patient` column"),
+            "{no_patient}"
+        );
         let bad_density = manifest("path,patient,density\nx.png,P1,A\ny.png,P2,E\n").unwrap_err();
         assert!(
-            bad_density.to_string().contains("site.csv:3: unknown density \"E\""),
+            bad_density
+                .to_string()
+                .contains("site.csv:3: unknown density \"E\""),
             "{bad_density}"
         );
         let bad_malignant = manifest("path,patient,malignant\nx.png,P1,maybe\n").unwrap_err();
         assert!(bad_malignant.to_string().contains(":2: unknown malignant"));
         let empty_patient = manifest("path,patient\nx.png,\n").unwrap_err();
-        assert!(empty_patient.to_string().contains(":2: x.png: the row has no `patient`"));
+        assert!(empty_patient
+            .to_string()
+            .contains(":2: x.png: the row has no `patient`"));
         let repeated = manifest("path,patient\nx.png,P1\nx.png,P2\n").unwrap_err();
-        assert!(repeated.to_string().contains(":3: x.png is listed again (first on line 2)"));
+        assert!(repeated
+            .to_string()
+            .contains(":3: x.png is listed again (first on line 2)"));
     }
 }

@@ -315,7 +315,10 @@ pub fn metrics(rows: &[Row], threshold: f64) -> Metrics {
         images: rows.len(),
         resampling: Resampling {
             unit,
-            groups: groups.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            groups: groups
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             rounds: BOOTSTRAP_ROUNDS,
         },
         classes: class_metrics(&with(|t| t.class().is_some())),
@@ -344,7 +347,8 @@ fn class_metrics(rows: &[&Row]) -> Option<ClassMetrics> {
         .collect();
     let probabilities: Vec<[f64; 8]> = rows.iter().map(|r| r.probabilities()).collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let confusion_of = |idx: &[usize]| Confusion::new(8, &pick(&truth, idx), &pick(&predicted, idx));
+    let confusion_of =
+        |idx: &[usize]| Confusion::new(8, &pick(&truth, idx), &pick(&predicted, idx));
     let classes = confusion_of(&(0..rows.len()).collect::<Vec<_>>());
     let confidence: Vec<f64> = probabilities
         .iter()
@@ -396,7 +400,8 @@ fn density_metrics(rows: &[&Row]) -> Option<DensityMetrics> {
         .filter_map(|r| r.truth.density.map(|d| d.index()))
         .collect();
     let predicted: Vec<usize> = rows.iter().map(|r| r.predicted_density()).collect();
-    let confusion_of = |idx: &[usize]| Confusion::new(4, &pick(&truth, idx), &pick(&predicted, idx));
+    let confusion_of =
+        |idx: &[usize]| Confusion::new(4, &pick(&truth, idx), &pick(&predicted, idx));
     let density = confusion_of(&(0..rows.len()).collect::<Vec<_>>());
     Some(DensityMetrics {
         images: rows.len(),
@@ -458,7 +463,11 @@ fn malignancy_metrics(rows: &[&Row], threshold: f64) -> Option<MalignancyMetrics
         binary_ece: metrics::expected_calibration_error(&p, &positive, CALIBRATION_BINS),
         binary_ece_ci95: interval(&groups, |idx| {
             let (s, y) = on(idx);
-            Some(metrics::expected_calibration_error(&s, &y, CALIBRATION_BINS))
+            Some(metrics::expected_calibration_error(
+                &s,
+                &y,
+                CALIBRATION_BINS,
+            ))
         }),
         brier: metrics::brier(&p, &positive),
         brier_ci95: interval(&groups, |idx| {
@@ -491,7 +500,8 @@ fn group_ids<R: std::borrow::Borrow<Row>>(rows: &[R]) -> (Vec<usize>, &'static s
         .iter()
         .map(|r| {
             let next = ids.len();
-            *ids.entry(r.group.as_deref().expect("checked")).or_insert(next)
+            *ids.entry(r.group.as_deref().expect("checked"))
+                .or_insert(next)
         })
         .collect();
     (groups, unit)
@@ -527,7 +537,9 @@ pub fn subgroups(rows: &[Row], threshold: f64) -> Vec<SubgroupTable> {
         ("view", |r| r.attributes.view.clone()),
         ("laterality", |r| r.attributes.laterality.clone()),
         ("manufacturer", |r| r.attributes.manufacturer.clone()),
-        ("density", |r| r.truth.density.map(|d| d.birads().to_string())),
+        ("density", |r| {
+            r.truth.density.map(|d| d.birads().to_string())
+        }),
     ];
     by.into_iter()
         .map(|(name, key)| {
@@ -557,7 +569,10 @@ fn subgroup_row(value: String, rows: &[Row], threshold: f64) -> SubgroupRow {
     SubgroupRow {
         value,
         images: rows.len(),
-        groups: groups.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        groups: groups
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         not_assessable_share: declined as f64 / rows.len().max(1) as f64,
         density_accuracy: m.density.as_ref().map(|d| d.accuracy),
         density_accuracy_ci95: m.density.as_ref().and_then(|d| d.accuracy_ci95),
