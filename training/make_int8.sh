@@ -27,7 +27,7 @@ for precision in fp32 int8; do
   $eval evaluate --data "$data" --split "$split" --fold 0 --model "$model" --out "$run/eval-$precision" >/dev/null
 done
 $py -W ignore -m mammo_train.int8 gate --fp32 ../models/mammo.onnx --int8 "$run/mammo-int8.onnx" \
-  --fp32-eval "$run/eval-fp32" --int8-eval "$run/eval-int8" --data "$data" --split "$split" --fold 0 \
+  --fp32-eval "$run/eval-fp32" --int8-eval "$run/eval-int8" --prepared "$run/prepared" --split "$split" --fold 0 \
   --out "$run/gate"
 cp "$run/mammo-int8.onnx" ../models/mammo-int8.onnx
 (cd ../models && sha256sum mammo-int8.onnx > mammo-int8.onnx.sha256)

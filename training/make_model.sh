@@ -15,12 +15,18 @@ run=runs/v$version
 # glibc hands large freed blocks back to the kernel and faults them in again every batch:
 # keeping them cuts a quarter of CPU training time (training/README.md).
 export MALLOC_TRIM_THRESHOLD_=10000000000 MALLOC_MMAP_THRESHOLD_=10000000000
-$py -m mammo_train.train --data "$data" --out "$run" --resume
+(cd .. && cargo build --quiet --release --bin mammo-eval)
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/../.ort/lib/libonnxruntime.so}
+# The images as the server feeds them to the model (the shipped model's preprocessing).
+prepared=runs/prepared
+[ -f "$prepared/dphi/manifest.csv" ] || ../target/release/mammo-eval prepare --data "$data" --out "$prepared/dphi" --model ../models/mammo.onnx
+[ -f "$prepared/dphi-test/manifest.csv" ] || ../target/release/mammo-eval prepare --data "$(dirname "$data")/test" --out "$prepared/dphi-test" --model ../models/mammo.onnx
+$py -m mammo_train.train --data "$prepared/dphi" --out "$run" --resume
 $py -W ignore -m mammo_train.calibrate "$run"
 $py -m mammo_train.export --run "$run" --version "$version" --check-images ../tests/fixtures \
   --trained-on "DPhi mammography (INbreast-derived; Lin & Huang 2020, CC BY 4.0): training/splits/split.csv folds 1-4 less the validation families ($($py -c "import json,sys; print(json.load(open(sys.argv[1]))['folds'][0]['train_images'])" "$run/summary.json") distinct files); the validation families chose the epoch, temperature, threshold and OOD threshold; fold 0 held out" \
   --out ../models/mammo.onnx
 if [ -n "$baseline" ]; then
   $py -W ignore -m mammo_train.heldout "$run" --model ../models/mammo.onnx --baseline "$baseline" \
-    --test-dir "$(dirname "$data")/test"
+    --test-prepared "$prepared/dphi-test"
 fi

@@ -1,18 +1,14 @@
 """What every peer server does per image, so that it does the same work as mammo-serve: decode,
 the model's own preprocessing (`mammo.preprocess` steps, reduction, resize, normalisation; the
-Python implementation in training/mammo_train/preprocess.py, held equal to the server's by
-tests/parity.rs), then ONNX Runtime on a batch. The peers answer the raw outputs; mammo-serve's
-softmax and JSON are the only work it does that they skip."""
+peers' Python version in preprocess.py beside this file), then ONNX Runtime on a batch. The
+peers answer the raw outputs; mammo-serve's softmax and JSON are the only work it does that
+they skip."""
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training"))
-from mammo_train.preprocess import parse_steps, to_input  # noqa: E402
+from preprocess import parse_steps, to_input
 
 
 class Model:

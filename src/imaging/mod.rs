@@ -1,6 +1,6 @@
 //! Bytes to model input: sniff the format once, decode within limits, preprocess to a CHW
 //! tensor. The only place where images become tensors; the server and `mammo-eval` both call
-//! [`prepare`], and training's Python preprocessing is held to it by a parity test.
+//! [`prepare`], and training reads planes written by [`model_plane`] (`mammo-eval prepare`).
 //!
 //! - [`raster`]: JPEG and PNG (the `image` crate);
 //! - [`dicom`]: DICOM Part 10 mammograms, their grey mapping and identifiers;

@@ -1,7 +1,6 @@
 //! Grey image to normalised CHW tensor, as the model's metadata prescribes.
 //!
-//! Steps (training's `training/mammo_train/preprocess.py` does the same; a parity test holds
-//! them together):
+//! Steps (training reads images these steps made: `mammo-eval prepare`):
 //! 1. One grey channel in [0, 1] ([`Grey`]; decoding made it).
 //! 2. A large image is first reduced by an integer factor k, each k×k block averaged
 //!    ([`reduction`], [`reduce`]): k is the largest that leaves the shorter side at least twice

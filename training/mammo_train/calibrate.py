@@ -27,13 +27,12 @@ import torch
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
-from . import ood, proxies
-from .data import dedupe, read_dataset
+from . import ood, prepared, proxies
 from .families import read_split
 from .labels import class_index
 from .models import MEAN, STD, build
 from .report import threshold_for_sensitivity
-from .train import SIZE, load_grey, normalise
+from .train import normalise
 
 TARGET_SENSITIVITY = 0.9
 FLAG_RATE = 0.05
@@ -43,15 +42,24 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return np.exp(z - ood.logsumexp(z)[:, None])
 
 
-def nll(logits: np.ndarray, y: np.ndarray, t: float) -> float:
+def nll(logits: np.ndarray, allowed: np.ndarray, t: float) -> float:
+    """Mean -log P(the classes each image's labels allow) of logits / t (8-class NLL for fully
+    labelled images)."""
     z = logits / t
-    return float(np.mean(ood.logsumexp(z) - z[np.arange(len(y)), y]))
+    return float(np.mean(ood.logsumexp(z) - ood.logsumexp(np.where(allowed, z, -np.inf))))
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, allowed: np.ndarray) -> float:
     """The temperature minimising the negative log-likelihood, searched over log T."""
-    best = minimize_scalar(lambda s: nll(logits, y, float(np.exp(s))), bounds=(-3, 3), method="bounded")
+    best = minimize_scalar(lambda s: nll(logits, allowed, float(np.exp(s))), bounds=(-3, 3), method="bounded")
     return float(np.exp(best.x))
+
+
+def label_arrays(samples: list[prepared.Prepared]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 8) the classes each image's labels allow, and (N,) 1/0 malignant or NaN unknown."""
+    allowed = np.stack([s.allowed() for s in samples])
+    malignant = np.array([np.nan if s.malignant is None else float(s.malignant) for s in samples])
+    return allowed, malignant
 
 
 def binary_ece(p: np.ndarray, positive: np.ndarray, bins: int = 15) -> float:
@@ -71,11 +79,20 @@ def malignancy(logits: np.ndarray, t: float) -> np.ndarray:
     return softmax(logits / t)[:, 1::2].sum(axis=1)
 
 
-def calibration_numbers(logits: np.ndarray, y: np.ndarray, t: float) -> dict:
-    p = malignancy(logits, t)
-    positive = (y % 2 == 1).astype(float)
-    return {"nll": nll(logits, y, t), "binary_ece": binary_ece(p, positive),
+def calibration_numbers(logits: np.ndarray, allowed: np.ndarray, malignant: np.ndarray, t: float) -> dict:
+    """NLL over every image; binary ECE and Brier of P(malignant) over those with the label."""
+    known = ~np.isnan(malignant)
+    p = malignancy(logits[known], t)
+    positive = malignant[known]
+    return {"nll": nll(logits, allowed, t), "binary_ece": binary_ece(p, positive),
             "brier": float(np.mean((p - positive) ** 2))}
+
+
+def operating_threshold(logits: np.ndarray, malignant: np.ndarray, t: float) -> float:
+    """The largest P(malignant), after t, whose sensitivity reaches TARGET_SENSITIVITY among the
+    images with a malignancy label."""
+    known = ~np.isnan(malignant)
+    return threshold_for_sensitivity(malignancy(logits[known], t), malignant[known] == 1, TARGET_SENSITIVITY)
 
 
 def inputs_of(grey: torch.Tensor):
@@ -94,7 +111,7 @@ def main() -> None:
     if held_out is None or validation is None or held_out == validation:
         raise SystemExit("calibration needs a run with a held-out fold and a separate validation fold")
     steps = [s for s in summary["preprocess"].split(",") if s]
-    samples, _ = dedupe(read_dataset(Path(summary["data"])))
+    samples, _ = prepared.unique(prepared.read(Path(summary["data"]))[0])
     family, folds = read_split(Path(summary["split"]))
     validating = set(fold["validation_families"])
     train = [s for s in samples if folds[s.name] != held_out and family[s.name] not in validating]
@@ -103,18 +120,18 @@ def main() -> None:
 
     net = build(summary["init"], weights=args.run / "model.pt").eval()
     tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
-    train_f = ood.features(tapped, inputs_of(load_grey([s.path for s in train], steps)))
-    val_f = ood.features(tapped, inputs_of(load_grey([s.path for s in val], steps)))
+    train_f = ood.features(tapped, inputs_of(prepared.load_planes(train)))
+    val_f = ood.features(tapped, inputs_of(prepared.load_planes(val)))
     y_train = np.array([class_index(s.label) for s in train])
-    y_val = np.array([class_index(s.label) for s in val])
+    allowed, malignant = label_arrays(val)
 
-    t = fit_temperature(val_f["logits"], y_val)
-    threshold = threshold_for_sensitivity(malignancy(val_f["logits"], t), y_val % 2 == 1, TARGET_SENSITIVITY)
+    t = fit_temperature(val_f["logits"], allowed)
+    threshold = operating_threshold(val_f["logits"], malignant, t)
     detectors = ood.Detectors(train_f, y_train, t)
 
     comparison = {m: {} for m in ood.METHODS}
     in_scores = {m: detectors.score(m, val_f) for m in ood.METHODS}
-    for name, planes in proxies.proxy_sets([s.path for s in val], SIZE, steps, seed=0):
+    for name, planes in proxies.proxy_sets([Path(s.source) for s in val], steps, seed=0):
         grey = torch.from_numpy(planes)[:, None]
         f = ood.features(tapped, inputs_of(grey))
         for m in ood.METHODS:
@@ -143,8 +160,8 @@ def main() -> None:
         "temperature": t,
         "malignancy_threshold": threshold,
         "target_sensitivity": TARGET_SENSITIVITY,
-        "validation_before_temperature": calibration_numbers(val_f["logits"], y_val, 1.0),
-        "validation_after_temperature": calibration_numbers(val_f["logits"], y_val, t),
+        "validation_before_temperature": calibration_numbers(val_f["logits"], allowed, malignant, 1.0),
+        "validation_after_temperature": calibration_numbers(val_f["logits"], allowed, malignant, t),
         "ood_method": method,
         "ood_threshold": ood_threshold,
         "ood_flag_rate_target": FLAG_RATE,

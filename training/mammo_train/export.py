@@ -23,10 +23,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from . import ood
+from . import ood, prepared
 from .labels import CLASSES
 from .models import ARCH, INITS, MEAN, STD, build
-from .preprocess import parse_steps, to_input
+from .train import normalise
 
 SIZE = 224
 TOLERANCE = 1e-4
@@ -75,10 +75,15 @@ def contract(threshold: float, version: str, arch: str, trained_on: str, steps: 
     return props
 
 
+def parse_steps(text: str) -> list[str]:
+    """`crop_breast,orient_left` -> the step names (mammo-eval prepare refuses unknown ones)."""
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
 def check(model: torch.nn.Module, outputs: list[str], onnx_path: Path, images: list[Path], steps: list[str]) -> float:
     """Largest difference between ONNX Runtime's and torch's outputs over `images`, run as one
     batch (absolute for logits, relative to max(1, |score|) for the score); raises above 1e-4."""
-    x = np.stack([to_input(p, SIZE, MEAN, STD, steps) for p in images])
+    x = normalise(torch.from_numpy(prepared.planes_of_files(images, steps))[:, None]).numpy()
     with torch.no_grad():
         expected = [t.numpy() for t in model.eval()(torch.from_numpy(x))]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

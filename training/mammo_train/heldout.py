@@ -2,7 +2,7 @@
 feeds back into training, calibration or the choice of detector.
 
 python -m mammo_train.heldout runs/v2.2.0 --model ../models/mammo.onnx --baseline OLD.onnx \
-       [--test-dir ../../shared/data/dphi-mammography/test] [--out runs/v2.2.0/heldout.json]
+       [--test-prepared runs/prepared/dphi-test] [--out runs/v2.2.0/heldout.json]
 
 On the run's held-out fold (summary.json), through ONNX Runtime with the server's
 postprocessing (logits / mammo.temperature, marginals, mammo.malignancy_threshold):
@@ -18,7 +18,6 @@ postprocessing (logits / mammo.temperature, marginals, mammo.malignancy_threshol
 """
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -28,14 +27,13 @@ import onnxruntime as ort
 import torch
 from sklearn.metrics import roc_auc_score
 
-from . import augment, ood, proxies
+from . import augment, ood, prepared, proxies
 from .calibrate import binary_ece, inputs_of
-from .data import dedupe, read_dataset
 from .families import read_split
 from .labels import class_index
 from .models import MEAN, STD, build
 from .report import family_bootstrap
-from .train import SIZE, load_grey, normalise
+from .train import normalise
 
 # Acquisition changes inside training's augmentation ranges, one at a time, fixed strength.
 PERTURBATIONS = {
@@ -152,21 +150,22 @@ def stability(model: Onnx, grey: torch.Tensor, logits: np.ndarray) -> dict:
 
 
 def ood_report(run: Path, summary: dict, held: list, held_grey: torch.Tensor, model: Onnx,
-               calibration: dict, steps: list[str], test_dir: Path | None) -> dict:
-    samples, _ = dedupe(read_dataset(Path(summary["data"])))
+               calibration: dict, steps: list[str], test_prepared: Path | None) -> dict:
+    listed, _ = prepared.read(Path(summary["data"]))
+    samples, _ = prepared.unique(listed)
     family, folds = read_split(Path(summary["split"]))
     [fold] = summary["folds"]
     validating = set(fold["validation_families"])
     train = [s for s in samples if folds[s.name] != fold["fold"] and family[s.name] not in validating]
     net = build(summary["init"], weights=run / "model.pt").eval()
     tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
-    train_f = ood.features(tapped, inputs_of(load_grey([s.path for s in train], steps)))
+    train_f = ood.features(tapped, inputs_of(prepared.load_planes(train)))
     detectors = ood.Detectors(train_f, np.array([class_index(s.label) for s in train]), calibration["temperature"])
     held_f = ood.features(tapped, inputs_of(held_grey))
     in_scores = {m: detectors.score(m, held_f) for m in ood.METHODS}
     table = {m: {} for m in ood.METHODS}
     flags = {"held_out": float((model.run(held_grey)["ood_score"] > model.ood_threshold).mean())}
-    for name, planes in proxies.proxy_sets([s.path for s in held], SIZE, steps, seed=1):
+    for name, planes in proxies.proxy_sets([Path(s.source) for s in held], steps, seed=1):
         grey = torch.from_numpy(planes)[:, None]
         f = ood.features(tapped, inputs_of(grey))
         for m in ood.METHODS:
@@ -175,24 +174,13 @@ def ood_report(run: Path, summary: dict, held: list, held_grey: torch.Tensor, mo
             table[m][name] = float(roc_auc_score(truth, np.concatenate([in_scores[m], out])))
         flags[name] = float((model.run(grey)["ood_score"] > model.ood_threshold).mean())
         print(f"  {name}: flagged {flags[name]:.3f}", file=sys.stderr)
-    if test_dir is not None:
-        train_digests = {hashlib.sha256(s.path.read_bytes()).hexdigest() for s in read_dataset(Path(summary["data"]))}
-        fresh = [p for p in sorted(test_dir.iterdir())
-                 if p.suffix.lower() in (".jpg", ".png") and hashlib.sha256(p.read_bytes()).hexdigest() not in train_digests]
-        fresh, _ = dedupe_paths(fresh)
-        flags["test_not_copied"] = float((model.run(load_grey(fresh, steps))["ood_score"] > model.ood_threshold).mean())
+    if test_prepared is not None:
+        train_digests = {s.sha256 for s in listed}
+        test, _ = prepared.unique(prepared.read(test_prepared)[0])
+        fresh = [s for s in test if s.sha256 not in train_digests]
+        flags["test_not_copied"] = float((model.run(prepared.load_planes(fresh))["ood_score"] > model.ood_threshold).mean())
         flags["test_not_copied_images"] = len(fresh)
     return {"auroc": table, "flag_rate": flags}
-
-
-def dedupe_paths(paths: list[Path]) -> tuple[list[Path], int]:
-    seen, kept = set(), []
-    for p in paths:
-        d = hashlib.sha256(p.read_bytes()).hexdigest()
-        if d not in seen:
-            seen.add(d)
-            kept.append(p)
-    return kept, len(paths) - len(kept)
 
 
 def main() -> None:
@@ -200,7 +188,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--baseline", type=Path, required=True)
-    parser.add_argument("--test-dir", type=Path)
+    parser.add_argument("--test-prepared", type=Path, help="the unlabelled test images, prepared (mammo-eval prepare)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -208,13 +196,13 @@ def main() -> None:
     summary = json.loads((args.run / "summary.json").read_text())
     calibration = json.loads((args.run / "calibration.json").read_text())
     steps = [s for s in summary["preprocess"].split(",") if s]
-    samples, _ = dedupe(read_dataset(Path(summary["data"])))
+    samples, _ = prepared.unique(prepared.read(Path(summary["data"]))[0])
     family, folds = read_split(Path(summary["split"]))
     held_out = summary["folds"][0]["fold"]
     held = [s for s in samples if folds[s.name] == held_out]
     y = np.array([class_index(s.label) for s in held])
     fam = np.array([family[s.name] for s in held])
-    grey = load_grey([s.path for s in held], steps)
+    grey = prepared.load_planes(held)
     model, baseline = Onnx(args.model), Onnx(args.baseline)
     logits = {"model": model.run(grey)["logits"], "baseline": baseline.run(grey)["logits"]}
     report = {
@@ -225,7 +213,7 @@ def main() -> None:
         "stability": {"perturbations": list(PERTURBATIONS),
                       "model": stability(model, grey, logits["model"]),
                       "baseline": stability(baseline, grey, logits["baseline"])},
-        "ood": ood_report(args.run, summary, held, grey, model, calibration, steps, args.test_dir),
+        "ood": ood_report(args.run, summary, held, grey, model, calibration, steps, args.test_prepared),
     }
     out = args.out or args.run / "heldout.json"
     out.write_text(json.dumps(report, indent=2, default=float))

@@ -92,7 +92,7 @@ def calibration_planes(prepared: Path, split: Path, held_out: int, count: int, s
     with split.open() as f:
         fold = {r["filename"]: int(r["fold"]) for r in csv.DictReader(f)}
     with (prepared / "manifest.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["source"] in fold and fold[r["source"]] != held_out]
+        rows = [r for r in csv.DictReader(f) if r["name"] in fold and fold[r["name"]] != held_out]
     if len(rows) < count:
         raise SystemExit(f"{prepared / 'manifest.csv'}: {len(rows)} images outside fold {held_out}, {count} needed")
     chosen = np.random.default_rng(seed).choice(len(rows), count, replace=False)
@@ -183,22 +183,21 @@ def held_out_checks(fp32: dict, int8: dict, family: dict[str, int]) -> dict:
 
 
 def proxy_checks(fp32_path: Path, int8_path: Path, data: Path, split: Path, fold: int) -> dict:
-    """The not-assessable flag of both models on every proxy set made from the held-out fold."""
+    """The not-assessable flag of both models on every proxy set made from the held-out fold
+    of the prepared set `data`."""
     import torch
 
-    from . import proxies
-    from .data import dedupe, read_dataset
+    from . import prepared, proxies
     from .families import read_split
     from .heldout import Onnx
-    from .train import SIZE
 
-    samples, _ = dedupe(read_dataset(data))
+    samples, _ = prepared.unique(prepared.read(data)[0])
     _, folds = read_split(split)
-    held = [s.path for s in samples if folds[s.name] == fold]
+    held = [Path(s.source) for s in samples if folds[s.name] == fold]
     models = {"fp32": Onnx(fp32_path), "int8": Onnx(int8_path)}
     steps = [s for s in metadata(onnx.load(str(fp32_path))).get("mammo.preprocess", "").split(",") if s]
     table = {}
-    for name, planes in proxies.proxy_sets(held, SIZE, steps, seed=1):  # the sets heldout.py reports
+    for name, planes in proxies.proxy_sets(held, steps, seed=1):  # the sets heldout.py reports
         grey = torch.from_numpy(planes)[:, None]
         flags = {k: m.run(grey)["ood_score"] > m.ood_threshold for k, m in models.items()}
         same = float((flags["fp32"] == flags["int8"]).mean())
@@ -247,7 +246,7 @@ def gate(args) -> None:
         "fold": args.fold,
         "held_out": held_out_checks(read_predictions(args.fp32_eval / "predictions.csv"),
                                     read_predictions(args.int8_eval / "predictions.csv"), family),
-        "proxies": proxy_checks(args.fp32, args.int8, args.data, args.split, args.fold),
+        "proxies": proxy_checks(args.fp32, args.int8, args.prepared, args.split, args.fold),
     }
     h = report["held_out"]
     report["pass"] = all(h[k]["pass"] for k in ("malignancy_auc", "density_accuracy", "same_status")) and all(
@@ -275,7 +274,7 @@ def main() -> None:
     g.add_argument("--int8", type=Path, required=True)
     g.add_argument("--fp32-eval", type=Path, required=True, help="`mammo-eval evaluate --out` folder of the FP32 model")
     g.add_argument("--int8-eval", type=Path, required=True)
-    g.add_argument("--data", type=Path, required=True, help="the labelled set the proxy sets are made from")
+    g.add_argument("--prepared", type=Path, required=True, help="the prepared training set the proxy sets are made from")
     g.add_argument("--split", type=Path, required=True)
     g.add_argument("--fold", type=int, default=0)
     g.add_argument("--out", type=Path, required=True)

@@ -14,9 +14,10 @@ out-of-distribution detector is chosen and judged on stand-ins:
   and windowed, as `tests/fixtures/make_dicom_fixtures.py --full-field` writes it, then
   reduced and cropped like any full-field image.
 
-Every set goes through the same preprocessing as training (`preprocess.model_grey`); each
-function returns grey planes `(N, size, size)` in [0, 1] as the model sees them before
-normalisation.
+Every set is made as images a site could send (the mammogram-based ones from the decoded
+224-pixel images, changed), then goes through the server's own preprocessing
+(`mammo_train.prepared`, `mammo-eval prepare`); each function returns grey planes `(N, H, W)` in
+[0, 1] as the model sees them before normalisation.
 """
 
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from .preprocess import grey01, model_grey, reduce
+from .prepared import planes_of_arrays, planes_of_files
 
 NON_MAMMOGRAMS = ("natural", "ct_mr")
 ACQUISITION = ("wrong_window", "inverted", "heavy_blur", "low_resolution", "strong_noise", "grey_curve")
@@ -85,16 +86,12 @@ def full_field_grey(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((stored - low) / 52000, 0, 1).astype(np.float32)
 
 
-def perturbed(paths: list[Path], name: str, size: int, steps: list[str], seed: int = 0) -> np.ndarray:
+def perturbed(paths: list[Path], name: str, steps: list[str], seed: int = 0) -> np.ndarray:
     """The images of `paths` under the acquisition change `name` (or on a synthetic detector,
     `full_field`), preprocessed."""
     rng = np.random.default_rng(seed)
-    planes = []
-    for p in paths:
-        g = reduce(grey01(p), size)
-        g = full_field_grey(g, rng) if name == "full_field" else PERTURBATIONS[name](g, rng)
-        planes.append(model_grey(reduce(g, size), size, steps))
-    return np.stack(planes)
+    change = full_field_grey if name == "full_field" else PERTURBATIONS[name]
+    return planes_of_arrays([change(g, rng) for g in planes_of_files(paths, steps=[])], steps)
 
 
 def _package_dir(module: str) -> Path:
@@ -102,23 +99,20 @@ def _package_dir(module: str) -> Path:
     return Path(importlib.import_module(module).__file__).parent
 
 
-def natural(size: int, steps: list[str]) -> np.ndarray:
+def natural(steps: list[str]) -> np.ndarray:
     """scikit-image's bundled sample images (photographs, micrographs, text), as grey."""
     folder = _package_dir("skimage.data")
-    planes = []
-    for f in sorted(folder.iterdir()):
-        if f.suffix.lower() not in (".png", ".jpg") or min(Image.open(f).size) < 64:
-            continue
-        planes.append(model_grey(reduce(grey01(f), size), size, steps))
-    return np.stack(planes)
+    files = [f for f in sorted(folder.iterdir())
+             if f.suffix.lower() in (".png", ".jpg") and min(Image.open(f).size) >= 64]
+    return planes_of_files(files, steps)
 
 
-def ct_mr(size: int, steps: list[str]) -> np.ndarray:
+def ct_mr(steps: list[str]) -> np.ndarray:
     """pydicom's bundled single-frame greyscale images (CT, MR, dose), each mapped by its own
     value range; identical pixel arrays are kept once."""
     import pydicom
     folder = _package_dir("pydicom.data") / "test_files"
-    planes, seen = [], set()
+    greys, seen = [], set()
     for f in sorted(folder.glob("*.dcm")):
         try:
             ds = pydicom.dcmread(f)
@@ -136,28 +130,29 @@ def ct_mr(size: int, steps: list[str]) -> np.ndarray:
         g = (a - a.min()) / (a.max() - a.min())
         if ds.get("PhotometricInterpretation") == "MONOCHROME1":
             g = 1 - g
-        planes.append(model_grey(reduce(g, size), size, steps))
-    return np.stack(planes)
+        greys.append(g)
+    return planes_of_arrays(greys, steps)
 
 
 PROXY_IMAGES = 200  # mammograms each acquisition set is made from
 FULL_FIELD_IMAGES = 60  # of those, for the synthetic detector (slow to make at full size)
 
 
-def proxy_sets(paths: list[Path], size: int, steps: list[str], seed: int):
+def proxy_sets(paths: list[Path], steps: list[str], seed: int):
     """Every set of `SETS` as (name, grey planes), the mammogram-based ones made from
-    `PROXY_IMAGES` of `paths` drawn with `seed` (`FULL_FIELD_IMAGES` of them for full_field)."""
+    `PROXY_IMAGES` of `paths` (the source images) drawn with `seed` (`FULL_FIELD_IMAGES` of
+    them for full_field)."""
     rng = np.random.default_rng(seed)
     chosen = [paths[i] for i in rng.choice(len(paths), min(PROXY_IMAGES, len(paths)), replace=False)]
     for name in SETS:
-        yield name, proxy_set(name, chosen[:FULL_FIELD_IMAGES] if name == "full_field" else chosen, size, steps)
+        yield name, proxy_set(name, chosen[:FULL_FIELD_IMAGES] if name == "full_field" else chosen, steps)
 
 
-def proxy_set(name: str, paths: list[Path], size: int, steps: list[str]) -> np.ndarray:
+def proxy_set(name: str, paths: list[Path], steps: list[str]) -> np.ndarray:
     """Grey planes of the proxy set `name`; `paths` are the mammograms the acquisition sets
     and `full_field` are made from."""
     if name == "natural":
-        return natural(size, steps)
+        return natural(steps)
     if name == "ct_mr":
-        return ct_mr(size, steps)
-    return perturbed(paths, name, size, steps)
+        return ct_mr(steps)
+    return perturbed(paths, name, steps)

@@ -1,6 +1,10 @@
 """Training with grouped folds, early stopping and resumable checkpoints.
 
-python -m mammo_train.train --data DATASET --out runs/v2.2.0     # the shipped model's recipe
+mammo-eval prepare --data DATASET --out runs/prepared/dphi      # the server's preprocessing
+python -m mammo_train.train --data runs/prepared/dphi --out runs/v2.2.0     # the shipped model's recipe
+
+--data is a prepared set (`mammo-eval prepare`): training reads the images exactly as the server
+feeds them to the model, with the full-field steps prepare applied (recorded in the run).
 
 The defaults are the shipped model's protocol: fold 0 of splits/split.csv is the reported fold
 and is not even loaded; half of fold 1's families (drawn per class, --inner-share) are the inner
@@ -32,33 +36,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import prepared
 from .augment import AUGMENTATIONS
-from .data import dedupe, read_dataset
 from .families import read_split, validation_families
-from .labels import CLASSES, class_index
+from .labels import CLASSES
 from .models import INITS, MEAN, STD, build, split_at
-from .preprocess import STEPS, model_grey, parse_steps, read_grey
 
 SIZE = 224
-# The shipped model's recipe: every argument's default (README "Shipped model").
-DEFAULT_STEPS = ",".join(STEPS)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def load_grey(paths: list[Path], steps: list[str]) -> torch.Tensor:
-    """(N, 1, SIZE, SIZE) grey planes in [0, 1] as the model sees them before normalisation."""
-    planes, started = [], time.time()
-    for i, p in enumerate(paths):
-        planes.append(model_grey(read_grey(p, SIZE), SIZE, steps))
-        if (i + 1) % 500 == 0:
-            print(f"\r  read {i + 1}/{len(paths)} ({(i + 1) / (time.time() - started):.0f} img/s)", end="", file=sys.stderr)
-    print(file=sys.stderr)
-    return torch.from_numpy(np.stack(planes))[:, None]
 
 
 def normalise(g: torch.Tensor) -> torch.Tensor:
@@ -90,26 +80,56 @@ def prefix_outputs(prefix: nn.Module, grey: torch.Tensor, names: list[str], cach
     return x
 
 
-def class_weights(y: torch.Tensor) -> torch.Tensor:
-    """Balanced weights n / (k * n_c) over the classes present; absent classes weigh 0."""
-    counts = torch.bincount(y, minlength=len(CLASSES)).float()
+def targets(samples: list[prepared.Prepared]) -> torch.Tensor:
+    """(N, 8) the classes each image's labels allow: one for a fully labelled image, the two of
+    its density or the four of its pathology for an image with one label."""
+    return torch.from_numpy(np.stack([s.allowed() for s in samples]))
+
+
+def class_weights(allowed: torch.Tensor) -> torch.Tensor:
+    """Balanced weights n / (k * n_c) over the classes present, an image with one label counted
+    as an equal share of each class it allows; absent classes weigh 0."""
+    a = allowed.float()
+    counts = (a / a.sum(1, keepdim=True)).sum(0)
     present = counts > 0
     w = torch.zeros(len(CLASSES))
     w[present] = counts.sum() / (present.sum() * counts[present])
     return w
 
 
-def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=None, gen=None):
+def allowed_loss(logits: torch.Tensor, allowed: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """-log P(the classes the labels allow): cross-entropy for a fully labelled image, the
+    density or malignancy marginal's for one with a single label. Weighted as
+    `nn.CrossEntropyLoss(weight=...)` weighs (an image's weight: the mean over its classes)."""
+    log_p = logits.float().log_softmax(1)
+    nll = -torch.logsumexp(log_p.masked_fill(~allowed, float("-inf")), dim=1)
+    if weights is None:
+        return nll.mean()
+    w = (allowed.float() * weights).sum(1) / allowed.float().sum(1)
+    return (w * nll).sum() / w.sum()
+
+
+def accuracy(probs: torch.Tensor, allowed: torch.Tensor) -> float:
+    """Share of images whose most probable class is one their labels allow."""
+    return allowed[torch.arange(len(probs)), probs.argmax(1)].float().mean().item()
+
+
+def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=None, gen=None, freeze_norm=False):
     """One pass; trains when an optimizer is given. `x` holds grey planes (full fine-tuning,
-    augmented by `augment` when training, then normalised) or cached prefix outputs; `x`, `y`
-    and `weights` live on the model's device. On a GPU the pass runs in bfloat16 autocast with
+    augmented by `augment` when training, then normalised) or cached prefix outputs; `y` the
+    classes each image's labels allow (`targets`); `x`, `y` and `weights` live on the model's
+    device. `freeze_norm` keeps batch norms at their running statistics (fine-tuning on a few
+    images). On a GPU the pass runs in bfloat16 autocast with
     channels-last tensors (~2x faster; the CPU path stays fp32). Returns (mean loss,
     probabilities on the CPU)."""
     training = optimizer is not None
     gpu = x.device.type == "cuda"
     planes = x.shape[1] == 1
     model.train(training)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    if training and freeze_norm:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
     order = (torch.randperm(len(x)) if training else torch.arange(len(x))).to(x.device)
     total, probs = 0.0, torch.zeros(len(x), len(CLASSES))
     for i in range(0, len(x), batch):
@@ -123,7 +143,7 @@ def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=None, gen=
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(training), torch.autocast(x.device.type, torch.bfloat16, enabled=gpu):
             logits = model(xb)
-            loss = loss_fn(logits.float(), y[idx])
+            loss = allowed_loss(logits, y[idx], weights)
         if training:
             optimizer.zero_grad()
             loss.backward()
@@ -143,6 +163,7 @@ def fit(model, xs, ys, val, args, out: Path):
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     weights = class_weights(ys.cpu()).to(ys.device)
+    freeze_norm = getattr(args, "freeze_norm", False)
     augment = AUGMENTATIONS[args.augment] if args.trainable == "all" else None
     gen = torch.Generator().manual_seed(args.seed)
     ckpt = out / "checkpoint.pt"
@@ -158,13 +179,14 @@ def fit(model, xs, ys, val, args, out: Path):
         print(f"  resumed at epoch {state['epoch']}", file=sys.stderr)
     while state["epoch"] < args.epochs and state["since_best"] < args.patience:
         started = time.time()
-        train_loss, _ = run_epoch(model, xs, ys, weights, optimizer, augment=augment, gen=gen)
+        train_loss, _ = run_epoch(model, xs, ys, weights, optimizer, augment=augment, gen=gen,
+                                  freeze_norm=freeze_norm)
         scheduler.step()
         row = {"epoch": state["epoch"] + 1, "train_loss": train_loss, "seconds": 0.0}
         if val is not None:
             val_loss, probs = run_epoch(model, val[0], val[1], None)
             row["val_loss"] = val_loss
-            row["val_accuracy"] = (probs.argmax(1) == val[1].cpu()).float().mean().item()
+            row["val_accuracy"] = accuracy(probs, val[1].cpu())
             improved = val_loss < state["best_loss"]
         else:
             improved = True
@@ -225,7 +247,7 @@ def plan(fold: dict[str, int], args) -> list[tuple[int | None, int | None]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--data", required=True, type=Path, help="a prepared set (mammo-eval prepare --out)")
     parser.add_argument("--split", type=Path, default=Path(__file__).parents[1] / "splits" / "split.csv",
                         help="split.csv from mammo_train.families")
     parser.add_argument("--init", choices=INITS, default="lite0")
@@ -248,15 +270,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast and channels-last there; the CPU runs fp32)")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--preprocess", default=DEFAULT_STEPS, type=parse_steps,
-                        help="full-field steps applied before the resize, comma-separated "
-                             "(crop_breast,orient_left,pad_square; empty for none); export reads them from the run")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
 
-    samples, _ = dedupe(read_dataset(args.data))
+    samples, description = prepared.read(args.data)
+    samples, _ = prepared.unique(samples)
+    steps = prepared.steps_of(description)
     family, fold = read_split(args.split)
     if args.leaky:
         rng = np.random.default_rng(args.seed)
@@ -265,19 +286,19 @@ def main() -> None:
     # Images of a held-out fold that nothing validates on are not even read.
     untouched = {k for k, v in runs if k is not None and k != v} if len(runs) == 1 else set()
     samples = [s for s in samples if fold[s.name] not in untouched]
-    y = torch.tensor([class_index(s.label) for s in samples])
+    y = targets(samples)
     names = [s.name for s in samples]
     args.out.mkdir(parents=True, exist_ok=True)
     cache_root = args.out.parent / "cache"
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    grey = load_grey([s.path for s in samples], args.preprocess)
+    grey = prepared.load_planes(samples)
     if args.trainable == "all":
         x = grey
     else:
         prefix, _ = split_at(build(args.init, weights=args.weights), args.trainable)
         tag = f"{args.init}-{args.trainable}" + ("" if args.weights is None else f"-{args.weights.stem}")
-        tag += "".join(f"-{s}" for s in args.preprocess)
+        tag += "".join(f"-{s}" for s in steps)
         x = prefix_outputs(prefix, grey, names, cache_root / f"{tag}.pt")
     x, y = x.to(device), y.to(device)
 
@@ -319,7 +340,7 @@ def main() -> None:
             torch.save(on_cpu, args.out / "model.pt")
     (args.out / "summary.json").write_text(json.dumps(
         {"init": args.init, "trainable": args.trainable, "leaky": args.leaky, "augment": args.augment,
-         "preprocess": ",".join(args.preprocess), "data": str(args.data.resolve()), "split": str(args.split.resolve()),
+         "preprocess": ",".join(steps), "data": str(args.data.resolve()), "split": str(args.split.resolve()),
          "lr": args.lr, "inner_share": args.inner_share, "epochs": args.epochs, "patience": args.patience, "seed": args.seed, "device": args.device,
          "folds": summary, "total_seconds": time.time() - started}, indent=2))
     if oof:

@@ -1,6 +1,6 @@
 """The INT8 quantization of the shipped model and the gate's held-out arithmetic."""
 
-import csv
+import shutil
 import subprocess
 import sys
 
@@ -8,8 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from PIL import Image
-from conftest import FIXTURES
+from conftest import FIXTURES, prepare
 
 from mammo_train import int8
 
@@ -18,20 +17,12 @@ IMAGES = ["d1b_Image_2.jpg", "d1m_Image_3.jpg", "d2m_Image_9.jpg", "d3b_Image_1.
 
 
 def prepared(tmp_path):
-    """A `mammo-eval prepare`-shaped folder of six fixture images (16-bit planes) and a split
-    that holds the first two out."""
-    out = tmp_path / "prepared"
-    (out / "images").mkdir(parents=True)
-    rows = []
-    for i, name in enumerate(IMAGES):
-        grey = np.asarray(Image.open(FIXTURES / name).convert("L").resize((224, 224)), np.float32) / 255
-        path = f"images/{i:06}-{name}.png"
-        Image.fromarray(np.round(grey * 65535).astype(np.uint16)).save(out / path)
-        rows.append({"path": path, "source": name, "label": name[:3].upper()})
-    with (out / "manifest.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, ["path", "source", "label", "laterality", "view_position"], restval="")
-        w.writeheader()
-        w.writerows(rows)
+    """Six fixture images through `mammo-eval prepare`, and a split that holds the first two out."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in IMAGES:
+        shutil.copy(FIXTURES / name, images / name)
+    out = prepare(images, tmp_path / "prepared")
     split = tmp_path / "split.csv"
     split.write_text("filename,family,fold\n" + "".join(f"{n},{i},{0 if i < 2 else 1}\n" for i, n in enumerate(IMAGES)))
     return out, split

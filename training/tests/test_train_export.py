@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
-from conftest import FIXTURES
+from conftest import FIXTURES, prepare
 
 from mammo_train.labels import CLASSES
 
@@ -28,14 +28,15 @@ def test_smoke_train_export_and_load(tmp_path):
         shutil.copy(FIXTURES / name, data / f"{name[:3].upper()}_{name}")
         Image.open(FIXTURES / name).rotate(90).save(data / f"{name[:3].upper()}_rot_{name}")
     run("mammo_train.families", "--data", str(data), "--out", str(tmp_path / "split"), "--folds", "2")
-    run("mammo_train.train", "--data", str(data), "--split", str(tmp_path / "split" / "split.csv"),
+    planes = prepare(data, tmp_path / "prepared", steps=[])
+    run("mammo_train.train", "--data", str(planes), "--split", str(tmp_path / "split" / "split.csv"),
         "--init", "lite0", "--trainable", "head", "--fold", "all", "--epochs", "2", "--out", str(tmp_path / "cv"))
     oof = (tmp_path / "cv" / "oof.csv").read_text().splitlines()
     assert len(oof) == 1 + 2 * len(NAMES)
     assert (tmp_path / "cv" / "fold0" / "curves.png").stat().st_size > 1000
     assert json.loads((tmp_path / "cv" / "summary.json").read_text())["folds"][0]["epochs_run"] >= 1
 
-    final = ["mammo_train.train", "--data", str(data), "--split", str(tmp_path / "split" / "split.csv"),
+    final = ["mammo_train.train", "--data", str(planes), "--split", str(tmp_path / "split" / "split.csv"),
              "--init", "lite0", "--trainable", "head", "--fold", "none", "--out", str(tmp_path / "final")]
     run(*final, "--epochs", "1")
     # Resuming from the checkpoint continues at epoch 2 instead of starting over.
@@ -69,7 +70,7 @@ def test_protocol_run_calibrates_and_exports_an_ood_score(tmp_path):
             Image.open(FIXTURES / name).rotate(turn).save(data / f"{name[:3].upper()}_r{turn}_{name}")
     run("mammo_train.families", "--data", str(data), "--out", str(tmp_path / "split"), "--folds", "3")
     out = tmp_path / "protocol"
-    run("mammo_train.train", "--data", str(data), "--split", str(tmp_path / "split" / "split.csv"),
+    run("mammo_train.train", "--data", str(prepare(data, tmp_path / "prepared")), "--split", str(tmp_path / "split" / "split.csv"),
         "--trainable", "head", "--epochs", "1", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["folds"][0]["fold"] == 0 and summary["folds"][0]["validation_fold"] == 1

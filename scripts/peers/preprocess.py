@@ -1,24 +1,9 @@
-"""Image → model input, exactly as the Rust server's `imaging` module does it:
-grey in [0, 1] (8-bit / 255, 16-bit / 65535, colour by Rec. 709 luma, alpha ignored), a large
-image reduced by block means (below), then the model's full-field steps (`mammo.preprocess`, any of `crop_breast`, `orient_left`, `pad_square`,
-in that order), bilinear resize to the model input when the size differs, 3 equal channels,
-(x - mean) / std.
-
-Reduction: an image whose shorter side is at least 2k times the model input (k ≥ 2, at most
-128) is first reduced to the means of its k×k blocks, k the largest such; the last
-width mod k columns and height mod k rows are dropped. The 224-pixel training images are never
-reduced (k = 1); a 2600×4700 detector image is read at 520×940 for a 224 input.
-
-Full-field steps (see the README's "Full-field preprocessing"):
-- crop_breast: tissue is grey > 0.1; a row (column) is breast when more than 1/50 of it is
-  tissue; the crop keeps the longest unbroken run of breast rows and of breast columns, which
-  drops empty detector area and stray markers separated from the breast by background.
-- orient_left: flip left-right so that the chest wall is on the left: when the laterality is
-  R (DICOM convention: a right breast is stored with its chest wall on the right), keep for L,
-  and without a laterality flip when the right half holds more tissue than the left half.
-- pad_square: keep the aspect ratio: scale so that the longer side is the model input and pad
-  with black to a square, the image against the left (chest-wall) edge when it is tall and
-  centred vertically when it is wide. Without it the image is stretched to the square.
+"""The peers' own preprocessing (a Python service wrapping the model has to write one): grey in
+[0, 1], reduction of large images by block means, the model's full-field steps
+(`mammo.preprocess`), bilinear resize, 3 channels, normalisation, as the model contract
+(docs/model_contract.md) describes them. It exists so that the Python peers of
+`scripts/bench_peers.sh` do the same work per image as mammo-serve; nothing scores its output,
+and training reads images prepared by the server's own code (`mammo-eval prepare`).
 """
 
 from pathlib import Path
@@ -144,25 +129,3 @@ def to_input(path: Path, size: int, mean: list[float], std: list[float], steps: 
     """3×size×size float32 tensor."""
     g = model_grey(read_grey(path, size), size, list(steps), laterality)
     return np.stack([(g - m) / s for m, s in zip(mean, std)]).astype(np.float32)
-
-
-def main() -> None:
-    """python -m mammo_train.preprocess IMAGE OUT.f32 --size 224 --mean M,M,M --std S,S,S
-    [--steps crop_breast,orient_left,pad_square] writes the tensor as little-endian float32
-    (used by the Rust/Python parity test)."""
-    import argparse
-    parser = argparse.ArgumentParser(description="preprocess one image as training does")
-    parser.add_argument("image", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--mean", default="0.498,0.498,0.498")
-    parser.add_argument("--std", default="0.502,0.502,0.502")
-    parser.add_argument("--steps", default="", help=f"full-field steps, comma-separated: {', '.join(STEPS)}")
-    args = parser.parse_args()
-    floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
-    tensor = to_input(args.image, args.size, floats(args.mean), floats(args.std), parse_steps(args.steps))
-    tensor.astype("<f4").tofile(args.out)
-
-
-if __name__ == "__main__":
-    main()
