@@ -78,3 +78,41 @@ def split_at(model: nn.Module, trainable: str) -> tuple[nn.Module, nn.Module]:
     layers = [*model.features.children(), model.avgpool, nn.Flatten(1), model.classifier]
     cut = {"all": 0, "last": 7, "head": len(layers) - 1}[trainable]
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
+
+
+def from_onnx(path: Path) -> nn.Module:
+    """The network of an exported model (`mammo.arch` efficientnet_lite0), rebuilt from its
+    ONNX file, so fine-tuning starts from the shipped weights without a separate checkpoint.
+    Export folds each batch norm into the convolution before it, so every convolution takes its
+    folded weight and every batch norm becomes the identity plus the folded bias (running mean
+    0, variance 1 - eps, scale 1): the same function in eval mode. Shapes are checked one by
+    one, and the caller checks the outputs (`mammo_train.finetune`)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    arch = {p.key: p.value for p in proto.metadata_props}.get("mammo.arch")
+    if arch != "efficientnet_lite0":
+        raise SystemExit(f"{path}: mammo.arch {arch!r}; only efficientnet_lite0 can be rebuilt")
+    weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    net = _to_lite(efficientnet_b0(weights=None))
+    net.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 8))
+    pairs = [(m, net.get_submodule(name.rsplit(".", 1)[0] + ".1"))
+             for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    if len(pairs) != len(convs):
+        raise SystemExit(f"{path}: {len(convs)} convolutions, the network {len(pairs)}")
+    with torch.no_grad():
+        for (conv, norm), node in zip(pairs, convs):
+            w, b = (torch.from_numpy(weights[node.input[k]].copy()) for k in (1, 2))
+            if conv.weight.shape != w.shape or not isinstance(norm, nn.BatchNorm2d):
+                raise SystemExit(f"{path}: {node.name} {tuple(w.shape)} does not fit {tuple(conv.weight.shape)}")
+            conv.weight.copy_(w)
+            norm.weight.fill_(1)
+            norm.bias.copy_(b)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1 - norm.eps)
+        gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+        net.classifier[1].weight.copy_(torch.from_numpy(weights[gemm.input[1]].copy()))
+        net.classifier[1].bias.copy_(torch.from_numpy(weights[gemm.input[2]].copy()))
+    return net.eval()
