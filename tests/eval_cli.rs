@@ -52,9 +52,19 @@ fn eval_command() -> Command {
 
 /// `mammo-eval evaluate` of the set at `data` with the test model, writing into `out`.
 fn evaluate(data: &Path, out: &Path) -> std::process::Output {
+    with_test_model("evaluate", "--data", data, out)
+}
+
+/// `mammo-eval SUBCOMMAND SET_FLAG SET --out OUT --model` the test model.
+fn with_test_model(
+    subcommand: &str,
+    set_flag: &str,
+    set: &Path,
+    out: &Path,
+) -> std::process::Output {
     eval_command()
-        .args(["evaluate", "--data"])
-        .arg(data)
+        .args([subcommand, set_flag])
+        .arg(set)
         .arg("--out")
         .arg(out)
         .arg("--model")
@@ -405,15 +415,7 @@ fn a_site_manifest_is_evaluated_by_patient_and_writes_no_patient_attribute() {
     let dir = temp_dir("site");
     let manifest = site_manifest(&dir);
     let out = temp_dir("site-out");
-    let output = eval_command()
-        .args(["evaluate", "--manifest"])
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&out)
-        .arg("--model")
-        .arg(test_model())
-        .output()
-        .unwrap();
+    let output = with_test_model("evaluate", "--manifest", &manifest, &out);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2), "a missing file:\n{stdout}");
     assert!(stdout.contains("unreadable: p4/missing.dcm"), "{stdout}");
@@ -498,15 +500,7 @@ fn prepare_reads_a_manifest_and_writes_its_keys_and_labels() {
     let dir = temp_dir("site-prepare");
     let manifest = site_manifest(&dir);
     let out = temp_dir("site-prepare-out");
-    let output = eval_command()
-        .args(["prepare", "--manifest"])
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&out)
-        .arg("--model")
-        .arg(test_model())
-        .output()
-        .unwrap();
+    let output = with_test_model("prepare", "--manifest", &manifest, &out);
     assert_eq!(output.status.code(), Some(2), "the missing file");
     let mut reader = csv::Reader::from_path(out.join("manifest.csv")).unwrap();
     let header = reader.headers().unwrap().clone();

@@ -9,7 +9,9 @@ use mammo_serve::engine::onnx::{self, Device, GpuOptions, SessionOptions, DEFAUL
 use mammo_serve::engine::{EngineOptions, Unobserved};
 use mammo_serve::eval::audit::{self, Unreadable};
 use mammo_serve::eval::dataset::{self, Item, Layout};
-use mammo_serve::eval::report::{AssessmentCounts, AuditSection, Evaluation, ModelSection};
+use mammo_serve::eval::report::{
+    with_interval, AssessmentCounts, AuditSection, Evaluation, ModelSection,
+};
 use mammo_serve::eval::{html, inference, manifest, prepared, report};
 use mammo_serve::imaging::{DecodeLimits, FullField};
 use mammo_serve::pipeline::{self, Admission, OnnxOptions, Pipeline};
@@ -540,8 +542,8 @@ fn print_summary(f: &Evaluation) {
         println!(
             "  8-class ({} images): accuracy {}, balanced accuracy {}, ECE {:.3}",
             c.images,
-            ci(c.accuracy, c.accuracy_ci95),
-            ci(c.balanced_accuracy, c.balanced_accuracy_ci95),
+            with_interval(c.accuracy, c.accuracy_ci95),
+            with_interval(c.balanced_accuracy, c.balanced_accuracy_ci95),
             c.expected_calibration_error
         );
     }
@@ -549,29 +551,29 @@ fn print_summary(f: &Evaluation) {
         println!(
             "  density ({} images): accuracy {}, linear-weighted kappa {}",
             d.images,
-            ci(d.accuracy, d.accuracy_ci95),
-            ci(d.kappa_linear, d.kappa_linear_ci95)
+            with_interval(d.accuracy, d.accuracy_ci95),
+            with_interval(d.kappa_linear, d.kappa_linear_ci95)
         );
     }
     if let Some(a) = &m.malignancy {
         println!(
             "  malignancy ({} images): AUC {}",
             a.images,
-            a.auc.map_or("n/a".into(), |v| ci(v, a.auc_ci95))
+            a.auc.map_or("n/a".into(), |v| with_interval(v, a.auc_ci95))
         );
         println!(
             "  at threshold {:.4}: sensitivity {}, specificity {}; sensitivity at 90% specificity {:.3}",
             a.threshold,
-            ci(a.sensitivity, a.sensitivity_ci95),
-            ci(a.specificity, a.specificity_ci95),
+            with_interval(a.sensitivity, a.sensitivity_ci95),
+            with_interval(a.specificity, a.specificity_ci95),
             a.sensitivity_at_90_specificity
         );
         println!(
             "  P(malignant): binary ECE {} (15 bins), Brier {}, average precision {}",
-            ci(a.binary_ece, a.binary_ece_ci95),
-            ci(a.brier, a.brier_ci95),
+            with_interval(a.binary_ece, a.binary_ece_ci95),
+            with_interval(a.brier, a.brier_ci95),
             a.average_precision
-                .map_or("n/a".into(), |v| ci(v, a.average_precision_ci95))
+                .map_or("n/a".into(), |v| with_interval(v, a.average_precision_ci95))
         );
     }
     for table in &f.subgroups {
@@ -584,13 +586,6 @@ fn print_summary(f: &Evaluation) {
             println!("by {}: {} (report.html)", table.by, rows.join(", "));
         }
     }
-}
-
-/// A number with its 95% interval.
-fn ci(value: f64, interval: Option<(f64, f64)>) -> String {
-    interval.map_or(format!("{value:.3}"), |(lo, hi)| {
-        format!("{value:.3} [{lo:.3}–{hi:.3}]")
-    })
 }
 
 fn share_with_ci(value: f64, interval: Option<(f64, f64)>) -> String {

@@ -96,7 +96,7 @@ pub(crate) fn unreadable(path: &Path, reason: impl ToString) -> DatasetError {
     }
 }
 
-pub(crate) fn is_image(path: &Path) -> bool {
+fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_ENDINGS.contains(&e.to_ascii_lowercase().as_str()))

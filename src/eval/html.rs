@@ -2,7 +2,7 @@
 //! sheet of example images (inline PNG thumbnails).
 
 use super::plots;
-use super::report::{Evaluation, Metrics, Row, SubgroupTable};
+use super::report::{with_interval, Evaluation, Metrics, Row, SubgroupTable};
 use crate::imaging::{decode, DecodeLimits};
 use crate::model::Pathology;
 use base64::Engine as _;
@@ -148,15 +148,8 @@ fn missed(r: &Row) -> bool {
     r.truth.malignant == Some(true) && r.prediction.malignancy.call() == Pathology::Benign
 }
 
-/// A number with its 95% interval.
-fn with_ci(value: f64, ci: Option<(f64, f64)>) -> String {
-    ci.map_or(format!("{value:.3}"), |(lo, hi)| {
-        format!("{value:.3} [{lo:.3}–{hi:.3}]")
-    })
-}
-
 fn optional(value: Option<f64>, ci: Option<(f64, f64)>) -> String {
-    value.map_or("n/a".into(), |v| with_ci(v, ci))
+    value.map_or("n/a".into(), |v| with_interval(v, ci))
 }
 
 /// The headline numbers and the per-class table.
@@ -172,11 +165,11 @@ fn metrics_table(h: &mut String, m: &Metrics) {
         lines.extend([
             (
                 format!("8-class accuracy ({} images with both labels)", c.images),
-                with_ci(c.accuracy, c.accuracy_ci95),
+                with_interval(c.accuracy, c.accuracy_ci95),
             ),
             (
                 "balanced accuracy".into(),
-                with_ci(c.balanced_accuracy, c.balanced_accuracy_ci95),
+                with_interval(c.balanced_accuracy, c.balanced_accuracy_ci95),
             ),
             (
                 "expected calibration error (8 classes, top class)".into(),
@@ -188,11 +181,11 @@ fn metrics_table(h: &mut String, m: &Metrics) {
         lines.extend([
             (
                 format!("density accuracy ({} images with a density)", d.images),
-                with_ci(d.accuracy, d.accuracy_ci95),
+                with_interval(d.accuracy, d.accuracy_ci95),
             ),
             (
                 "density linear-weighted κ".into(),
-                with_ci(d.kappa_linear, d.kappa_linear_ci95),
+                with_interval(d.kappa_linear, d.kappa_linear_ci95),
             ),
         ]);
     }
@@ -207,11 +200,11 @@ fn metrics_table(h: &mut String, m: &Metrics) {
             ),
             (
                 format!("sensitivity at threshold {:.4}", a.threshold),
-                with_ci(a.sensitivity, a.sensitivity_ci95),
+                with_interval(a.sensitivity, a.sensitivity_ci95),
             ),
             (
                 "specificity".into(),
-                with_ci(a.specificity, a.specificity_ci95),
+                with_interval(a.specificity, a.specificity_ci95),
             ),
             (
                 "sensitivity at 90% specificity".into(),
@@ -219,9 +212,12 @@ fn metrics_table(h: &mut String, m: &Metrics) {
             ),
             (
                 "P(malignant): binary ECE (15 bins)".into(),
-                with_ci(a.binary_ece, a.binary_ece_ci95),
+                with_interval(a.binary_ece, a.binary_ece_ci95),
             ),
-            ("P(malignant): Brier".into(), with_ci(a.brier, a.brier_ci95)),
+            (
+                "P(malignant): Brier".into(),
+                with_interval(a.brier, a.brier_ci95),
+            ),
             (
                 "P(malignant): average precision".into(),
                 optional(a.average_precision, a.average_precision_ci95),

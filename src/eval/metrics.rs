@@ -407,4 +407,17 @@ mod tests {
         assert!(a.0 <= auc && auc <= a.1, "{a:?} vs {auc}");
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.5);
     }
+
+    #[test]
+    fn whole_groups_are_resampled() {
+        // One group: every resample is the whole set, so the interval is the point itself;
+        // the same rows as single images do vary.
+        let values: Vec<f64> = (0..20).map(|i| f64::from(i % 5)).collect();
+        let mean =
+            |rows: &[usize]| Some(pick(&values, rows).iter().sum::<f64>() / rows.len() as f64);
+        assert_eq!(bootstrap_interval(&[0; 20], 100, 1, mean), Some((2.0, 2.0)));
+        let each: Vec<usize> = (0..20).collect();
+        let (lo, hi) = bootstrap_interval(&each, 100, 1, mean).unwrap();
+        assert!(lo < 2.0 && hi > 2.0, "{lo} {hi}");
+    }
 }

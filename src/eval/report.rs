@@ -331,6 +331,13 @@ fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// A number with its 95% interval, as reports print it: `0.812 [0.732–0.884]`.
+pub fn with_interval(value: f64, interval: Option<(f64, f64)>) -> String {
+    interval.map_or(format!("{value:.3}"), |(lo, hi)| {
+        format!("{value:.3} [{lo:.3}–{hi:.3}]")
+    })
+}
+
 /// The 95% interval of `statistic` over resamples of `groups`.
 fn interval(groups: &[usize], statistic: impl Fn(&[usize]) -> Option<f64>) -> Option<(f64, f64)> {
     metrics::bootstrap_interval(groups, BOOTSTRAP_ROUNDS, 0, statistic)
@@ -531,9 +538,12 @@ pub struct SubgroupRow {
     pub specificity: Option<f64>,
 }
 
+/// What a subgroup table groups its rows by.
+type Key = fn(&Row) -> Option<String>;
+
 /// Tables by view, laterality, manufacturer (the DICOM's (0008,0070)) and true density.
 pub fn subgroups(rows: &[Row], threshold: f64) -> Vec<SubgroupTable> {
-    let by: [(&'static str, fn(&Row) -> Option<String>); 4] = [
+    let by: [(&'static str, Key); 4] = [
         ("view", |r| r.attributes.view.clone()),
         ("laterality", |r| r.attributes.laterality.clone()),
         ("manufacturer", |r| r.attributes.manufacturer.clone()),
