@@ -6,6 +6,11 @@ cd "$(dirname "$0")"
 data=${1:-../../shared/data/dphi-mammography/Training_set.csv}
 py=../.venv-train/bin/python
 mkdir -p runs
+# Training reads the set as the server prepares it (the shipped model's full-field steps).
+(cd .. && cargo build --quiet --release --bin mammo-eval)
+[ -f runs/prepared/dphi/manifest.csv ] || ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/../.ort/lib/libonnxruntime.so} \
+  ../target/release/mammo-eval prepare --data "$data" --model ../models/mammo.onnx --out runs/prepared/dphi
+data=runs/prepared/dphi
 train() { local name=$1; shift; $py -m mammo_train.train --data "$data" --split splits/split.csv --out "runs/$name" "$@" > "runs/$name.log" 2>&1; }
 
 # 1. Lite0 (ImageNet), last stage + head fine-tuned: grouped 5-fold CV, then the same on a leaky

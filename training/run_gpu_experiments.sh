@@ -5,7 +5,7 @@
 # scratch gets CV only), and the leaky random split for B0-from-Lite0. The chains run side by
 # side on one GPU: at batch 32 each is bound by kernel launches, not by the GPU's arithmetic.
 #
-# Usage (from training/): ./run_gpu_experiments.sh DATA_CSV [PYTHON]
+# Usage (from training/): ./run_gpu_experiments.sh PREPARED_DIR [PYTHON]   (mammo-eval prepare --out PREPARED_DIR)
 # Environment: DEVICE (default cuda), EPOCHS (default 10), PATIENCE (default 3), THREADS (default 4).
 # Logs and results in runs/; run `python -m mammo_train.report runs/NAME` on the results.
 # On a machine lent for a fixed time, copy each runs/*-final/model.pt away as soon as it
