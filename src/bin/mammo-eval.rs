@@ -540,11 +540,14 @@ fn print_summary(f: &Evaluation) {
     );
     if let Some(c) = &m.classes {
         println!(
-            "  8-class ({} images): accuracy {}, balanced accuracy {}, ECE {:.3}",
+            "  8-class ({} images): accuracy {}, balanced accuracy {}, ECE {}",
             c.images,
             with_interval(c.accuracy, c.accuracy_ci95),
             with_interval(c.balanced_accuracy, c.balanced_accuracy_ci95),
-            c.expected_calibration_error
+            with_interval(
+                c.expected_calibration_error,
+                c.expected_calibration_error_ci95
+            )
         );
     }
     if let Some(d) = &m.density {
@@ -562,11 +565,14 @@ fn print_summary(f: &Evaluation) {
             a.auc.map_or("n/a".into(), |v| with_interval(v, a.auc_ci95))
         );
         println!(
-            "  at threshold {:.4}: sensitivity {}, specificity {}; sensitivity at 90% specificity {:.3}",
+            "  at threshold {:.4}: sensitivity {}, specificity {}; sensitivity at 90% specificity {}",
             a.threshold,
             with_interval(a.sensitivity, a.sensitivity_ci95),
             with_interval(a.specificity, a.specificity_ci95),
-            a.sensitivity_at_90_specificity
+            with_interval(
+                a.sensitivity_at_90_specificity,
+                a.sensitivity_at_90_specificity_ci95
+            )
         );
         println!(
             "  P(malignant): binary ECE {} (15 bins), Brier {}, average precision {}",

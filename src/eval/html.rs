@@ -173,7 +173,10 @@ fn metrics_table(h: &mut String, m: &Metrics) {
             ),
             (
                 "expected calibration error (8 classes, top class)".into(),
-                format!("{:.3}", c.expected_calibration_error),
+                with_interval(
+                    c.expected_calibration_error,
+                    c.expected_calibration_error_ci95,
+                ),
             ),
         ]);
     }
@@ -208,7 +211,10 @@ fn metrics_table(h: &mut String, m: &Metrics) {
             ),
             (
                 "sensitivity at 90% specificity".into(),
-                format!("{:.3}", a.sensitivity_at_90_specificity),
+                with_interval(
+                    a.sensitivity_at_90_specificity,
+                    a.sensitivity_at_90_specificity_ci95,
+                ),
             ),
             (
                 "P(malignant): binary ECE (15 bins)".into(),

@@ -248,6 +248,7 @@ pub struct ClassMetrics {
     pub confusion: Matrix,
     /// Of the top class's probability (10 bins).
     pub expected_calibration_error: f64,
+    pub expected_calibration_error_ci95: Option<(f64, f64)>,
     pub reliability: Vec<ReliabilityBin>,
 }
 
@@ -274,6 +275,7 @@ pub struct MalignancyMetrics {
     pub specificity: f64,
     pub specificity_ci95: Option<(f64, f64)>,
     pub sensitivity_at_90_specificity: f64,
+    pub sensitivity_at_90_specificity_ci95: Option<(f64, f64)>,
     pub confusion: Matrix,
     /// ROC points (false-positive rate, true-positive rate, threshold).
     pub roc: Vec<(f64, f64, f64)>,
@@ -392,6 +394,13 @@ fn class_metrics(rows: &[&Row]) -> Option<ClassMetrics> {
             counts: classes.counts.clone(),
         },
         expected_calibration_error: metrics::expected_calibration_error(&confidence, &correct, 10),
+        expected_calibration_error_ci95: interval(&groups, |idx| {
+            Some(metrics::expected_calibration_error(
+                &pick(&confidence, idx),
+                &pick(&correct, idx),
+                10,
+            ))
+        }),
         reliability: metrics::reliability(&confidence, &correct, 10),
     })
 }
@@ -459,6 +468,11 @@ fn malignancy_metrics(rows: &[&Row], threshold: f64) -> Option<MalignancyMetrics
         specificity,
         specificity_ci95: interval(&groups, |idx| among(idx, false)),
         sensitivity_at_90_specificity: metrics::sensitivity_at_specificity(&p, &positive, 0.9),
+        sensitivity_at_90_specificity_ci95: interval(&groups, |idx| {
+            let (s, y) = on(idx);
+            (y.contains(&true) && y.contains(&false))
+                .then(|| metrics::sensitivity_at_specificity(&s, &y, 0.9))
+        }),
         confusion: Matrix {
             labels: labels(&["benign", "malignant"]),
             counts: Confusion::new(2, &truth_m, &called).counts,
