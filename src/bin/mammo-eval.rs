@@ -119,24 +119,30 @@ struct SetArgs {
 }
 
 impl SetArgs {
-    /// The set's images and the layout they were read as; a plain folder of images only when
-    /// `unlabelled_ok`.
-    fn read(&self, unlabelled_ok: bool) -> anyhow::Result<(Vec<Item>, Layout, PathBuf)> {
-        if let Some(path) = &self.manifest {
-            return Ok((manifest::read(path)?, Layout::Manifest, path.clone()));
-        }
-        let data = self
-            .data
-            .clone()
-            .expect("clap requires --data or --manifest");
-        match dataset::read_labelled(&data) {
-            Ok((items, layout)) => Ok((items, layout, data)),
-            Err(_) if unlabelled_ok && data.is_dir() => Ok((
-                dataset::read_unlabelled(&data)?,
-                Layout::PrefixedNames,
-                data,
-            )),
-            Err(e) => Err(e.into()),
+    /// The file or folder named.
+    fn path(&self) -> &Path {
+        self.manifest
+            .as_deref()
+            .or(self.data.as_deref())
+            .expect("clap requires --data or --manifest")
+    }
+
+    /// The labelled images and the layout they were read as.
+    fn labelled(&self) -> anyhow::Result<(Vec<Item>, Layout)> {
+        Ok(match &self.manifest {
+            Some(path) => (manifest::read(path)?, Layout::Manifest),
+            None => dataset::read_labelled(self.path())?,
+        })
+    }
+
+    /// The images, labelled or (a plain folder) not.
+    fn images(&self) -> anyhow::Result<Vec<Item>> {
+        match self.labelled() {
+            Ok((items, _)) => Ok(items),
+            Err(_) if self.manifest.is_none() && self.path().is_dir() => {
+                Ok(dataset::read_unlabelled(self.path())?)
+            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -232,7 +238,8 @@ fn prepare(
     ort_lib: PathBuf,
     threads: usize,
 ) -> anyhow::Result<ExitCode> {
-    let (items, _, data) = set.read(true)?;
+    let items = set.images()?;
+    let data = set.path().to_path_buf();
     let run = RunArgs {
         model,
         ort_lib,
@@ -395,8 +402,8 @@ fn evaluate(
     fold: Option<u32>,
     run: &RunArgs,
 ) -> anyhow::Result<ExitCode> {
-    let (mut items, layout, data) = set.read(false)?;
-    let data = data.as_path();
+    let (mut items, layout) = set.labelled()?;
+    let data = set.path();
     let groups = groups_file.map(dataset::read_groups).transpose()?;
     if let (Some(k), Some(groups)) = (fold, groups.as_ref()) {
         items = fold_of(items, groups, k, data)?;

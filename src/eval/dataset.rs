@@ -3,7 +3,7 @@
 //! site's study manifest is read by [`super::manifest`]. The same layouts and label spellings
 //! as `training/mammo_train/data.py`.
 
-use crate::imaging::{Laterality, ViewPosition};
+use crate::imaging::{DicomInfo, Laterality, ViewPosition};
 use crate::model::labels::{ClassLabel, Density, UnknownLabel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +48,38 @@ pub struct Record {
     pub study: Option<String>,
     pub laterality: Option<Laterality>,
     pub view: Option<ViewPosition>,
+}
+
+/// What is known of an image besides its labels: from the site's manifest, else from the
+/// DICOM header. Never a patient attribute of the DICOM: the manifest's pseudonymous key is
+/// the only patient identifier an evaluation or a prepared set writes.
+#[derive(Debug, Clone, Default)]
+pub struct Attributes {
+    pub patient: Option<String>,
+    pub study: Option<String>,
+    pub laterality: Option<String>,
+    pub view: Option<String>,
+    pub manufacturer: Option<String>,
+}
+
+impl Attributes {
+    /// The attributes of `item`, read as `dicom` (when it is one).
+    pub fn of(item: &Item, dicom: Option<&DicomInfo>) -> Attributes {
+        let record = item.record.as_ref();
+        Attributes {
+            patient: record.map(|r| r.patient.clone()),
+            study: record.and_then(|r| r.study.clone()),
+            laterality: record
+                .and_then(|r| r.laterality)
+                .or_else(|| dicom.and_then(|d| d.laterality))
+                .map(|l| l.code().to_string()),
+            view: record
+                .and_then(|r| r.view.as_ref())
+                .or_else(|| dicom.and_then(|d| d.view_position.as_ref()))
+                .map(|v| v.code().to_string()),
+            manufacturer: dicom.and_then(|d| d.manufacturer.clone()),
+        }
+    }
 }
 
 /// One image, with what the set knows of it.

@@ -4,7 +4,7 @@
 //! prepare`). A value v in [0, 1] is stored as round(v × 65535): read back within half a
 //! 16-bit step (1/131070) of what the server computed.
 
-use crate::eval::dataset::Item;
+use crate::eval::dataset::{Attributes, Item};
 use crate::imaging::{self, DecodeLimits, DicomInfo, Preprocessing};
 use bytes::Bytes;
 use image::{ImageBuffer, Luma};
@@ -100,16 +100,10 @@ pub fn write_manifest(path: &Path, written: &[Written]) -> std::io::Result<()> {
     let mut csv = csv::Writer::from_path(path)?;
     csv.write_record(MANIFEST_COLUMNS)?;
     for w in written {
-        let dicom = w.dicom.as_ref();
-        let record = w.item.record.as_ref();
+        let a = Attributes::of(&w.item, w.dicom.as_ref());
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let truth = w.item.truth;
         let source = std::fs::canonicalize(&w.item.path).unwrap_or_else(|_| w.item.path.clone());
-        let laterality = record
-            .and_then(|r| r.laterality)
-            .or_else(|| dicom.and_then(|d| d.laterality));
-        let view = record
-            .and_then(|r| r.view.as_ref())
-            .or_else(|| dicom.and_then(|d| d.view_position.as_ref()));
         csv.write_record([
             w.path.to_string_lossy().as_ref(),
             &w.item.name,
@@ -118,11 +112,11 @@ pub fn write_manifest(path: &Path, written: &[Written]) -> std::io::Result<()> {
             truth.class().map_or("", |l| l.code()),
             truth.density.map_or("", |d| d.birads()),
             truth.malignant.map_or("", |m| if m { "yes" } else { "no" }),
-            record.map_or("", |r| r.patient.as_str()),
-            record.and_then(|r| r.study.as_deref()).unwrap_or(""),
-            laterality.map_or("", |l| l.code()),
-            view.map_or("", |v| v.code()),
-            dicom.and_then(|d| d.manufacturer.as_deref()).unwrap_or(""),
+            &text(&a.patient),
+            &text(&a.study),
+            &text(&a.laterality),
+            &text(&a.view),
+            &text(&a.manufacturer),
         ])?;
     }
     csv.flush()

@@ -2,10 +2,9 @@
 //! intervals, subgroup tables, `predictions.csv`.
 
 use super::audit::{ClassCount, Duplicates, Overlap, Unreadable};
-use super::dataset::{Item, Layout, Truth};
+use super::dataset::{Attributes, Item, Layout, Truth};
 use super::inference::Outcome;
 use super::metrics::{self, pick, Confusion, ReliabilityBin};
-use crate::model::postprocess::argmax;
 use crate::model::{ClassLabel, Prediction};
 use crate::pipeline::ModelInfo;
 use serde::Serialize;
@@ -31,34 +30,10 @@ pub struct Row {
     pub attributes: Attributes,
 }
 
-/// What is known of an image besides its labels: from the site's manifest, else from the
-/// DICOM header. Never a patient attribute of the DICOM: the manifest's pseudonymous key is
-/// the only patient identifier an evaluation writes.
-#[derive(Debug, Clone, Default)]
-pub struct Attributes {
-    pub patient: Option<String>,
-    pub study: Option<String>,
-    pub laterality: Option<String>,
-    pub view: Option<String>,
-    pub manufacturer: Option<String>,
-}
-
 impl Row {
     /// Class probabilities in canonical order (D1B..D4M).
     fn probabilities(&self) -> [f64; 8] {
         self.prediction.class_probabilities.map(f64::from)
-    }
-
-    /// P(malignant): the sum of the malignant classes.
-    fn malignancy_score(&self) -> f64 {
-        let p = self.probabilities();
-        (0..4).map(|d| p[2 * d + 1]).sum()
-    }
-
-    /// The most probable of the four density marginals (0 = D1).
-    fn predicted_density(&self) -> usize {
-        let p = self.probabilities();
-        argmax(&[0, 1, 2, 3].map(|d| p[2 * d] + p[2 * d + 1]))
     }
 }
 
@@ -73,21 +48,7 @@ pub fn rows(
     for (item, outcome) in items.iter().zip(outcomes) {
         match outcome {
             Ok(reading) => {
-                let dicom = reading.dicom.as_ref();
-                let record = item.record.as_ref();
-                let attributes = Attributes {
-                    patient: record.map(|r| r.patient.clone()),
-                    study: record.and_then(|r| r.study.clone()),
-                    laterality: record
-                        .and_then(|r| r.laterality)
-                        .or_else(|| dicom.and_then(|d| d.laterality))
-                        .map(|l| l.code().to_string()),
-                    view: record
-                        .and_then(|r| r.view.as_ref())
-                        .or_else(|| dicom.and_then(|d| d.view_position.as_ref()))
-                        .map(|v| v.code().to_string()),
-                    manufacturer: dicom.and_then(|d| d.manufacturer.clone()),
-                };
+                let attributes = Attributes::of(item, reading.dicom.as_ref());
                 rows.push(Row {
                     name: item.name.clone(),
                     path: item.path.clone(),
@@ -355,7 +316,7 @@ fn class_metrics(rows: &[&Row]) -> Option<ClassMetrics> {
         .filter_map(|r| r.truth.class().map(ClassLabel::index))
         .collect();
     let probabilities: Vec<[f64; 8]> = rows.iter().map(|r| r.probabilities()).collect();
-    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+    let predicted: Vec<usize> = rows.iter().map(|r| r.prediction.class.index()).collect();
     let confusion_of =
         |idx: &[usize]| Confusion::new(8, &pick(&truth, idx), &pick(&predicted, idx));
     let classes = confusion_of(&(0..rows.len()).collect::<Vec<_>>());
@@ -405,7 +366,7 @@ fn class_metrics(rows: &[&Row]) -> Option<ClassMetrics> {
     })
 }
 
-/// Density: the most probable of the four marginals against the true density.
+/// Density: the answered density (the most probable of the four marginals) against the true one.
 fn density_metrics(rows: &[&Row]) -> Option<DensityMetrics> {
     if rows.is_empty() {
         return None;
@@ -415,7 +376,7 @@ fn density_metrics(rows: &[&Row]) -> Option<DensityMetrics> {
         .iter()
         .filter_map(|r| r.truth.density.map(|d| d.index()))
         .collect();
-    let predicted: Vec<usize> = rows.iter().map(|r| r.predicted_density()).collect();
+    let predicted: Vec<usize> = rows.iter().map(|r| r.prediction.density.index()).collect();
     let confusion_of =
         |idx: &[usize]| Confusion::new(4, &pick(&truth, idx), &pick(&predicted, idx));
     let density = confusion_of(&(0..rows.len()).collect::<Vec<_>>());
@@ -432,13 +393,16 @@ fn density_metrics(rows: &[&Row]) -> Option<DensityMetrics> {
     })
 }
 
-/// Malignancy: P(malignant) as a score, and its call at `threshold`.
+/// Malignancy: the answered P(malignant) as a score, and its call at `threshold`.
 fn malignancy_metrics(rows: &[&Row], threshold: f64) -> Option<MalignancyMetrics> {
     if rows.is_empty() {
         return None;
     }
     let (groups, _) = group_ids(rows);
-    let p: Vec<f64> = rows.iter().map(|r| r.malignancy_score()).collect();
+    let p: Vec<f64> = rows
+        .iter()
+        .map(|r| f64::from(r.prediction.malignancy.probability))
+        .collect();
     let positive: Vec<bool> = rows.iter().filter_map(|r| r.truth.malignant).collect();
     let called: Vec<usize> = p.iter().map(|&v| usize::from(v >= threshold)).collect();
     let truth_m: Vec<usize> = positive.iter().map(|&v| usize::from(v)).collect();
@@ -584,7 +548,11 @@ pub fn subgroups(rows: &[Row], threshold: f64) -> Vec<SubgroupTable> {
 }
 
 fn subgroup_row(value: String, rows: &[Row], threshold: f64) -> SubgroupRow {
-    let m = metrics(rows, threshold);
+    let with = |keep: fn(&Truth) -> bool| -> Vec<&Row> {
+        rows.iter().filter(|r| keep(&r.truth)).collect()
+    };
+    let density = density_metrics(&with(|t| t.density.is_some()));
+    let malignancy = malignancy_metrics(&with(|t| t.malignant.is_some()), threshold);
     let (groups, _) = group_ids(rows);
     let declined = rows
         .iter()
@@ -598,12 +566,12 @@ fn subgroup_row(value: String, rows: &[Row], threshold: f64) -> SubgroupRow {
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
         not_assessable_share: declined as f64 / rows.len().max(1) as f64,
-        density_accuracy: m.density.as_ref().map(|d| d.accuracy),
-        density_accuracy_ci95: m.density.as_ref().and_then(|d| d.accuracy_ci95),
-        malignancy_auc: m.malignancy.as_ref().and_then(|a| a.auc),
-        malignancy_auc_ci95: m.malignancy.as_ref().and_then(|a| a.auc_ci95),
-        sensitivity: m.malignancy.as_ref().map(|a| a.sensitivity),
-        specificity: m.malignancy.as_ref().map(|a| a.specificity),
+        density_accuracy: density.as_ref().map(|d| d.accuracy),
+        density_accuracy_ci95: density.as_ref().and_then(|d| d.accuracy_ci95),
+        malignancy_auc: malignancy.as_ref().and_then(|a| a.auc),
+        malignancy_auc_ci95: malignancy.as_ref().and_then(|a| a.auc_ci95),
+        sensitivity: malignancy.as_ref().map(|a| a.sensitivity),
+        specificity: malignancy.as_ref().map(|a| a.specificity),
     }
 }
 

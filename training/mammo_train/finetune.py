@@ -35,6 +35,7 @@ import torch
 
 from . import calibrate, export, ood, prepared
 from .models import MEAN, STD, from_onnx
+from .report import family_bootstrap
 from .train import fit, seed_everything, targets
 
 ROLES = ("train", "inner", "held_out")
@@ -137,10 +138,7 @@ def paired(base: dict, tuned: dict, seed: int = 0) -> dict:
         return out
 
     point = statistics(np.arange(len(names)))
-    members = {p: np.where(patient == p)[0] for p in np.unique(patient)}
-    rng = np.random.default_rng(seed)
-    draws = [statistics(np.concatenate([members[p] for p in rng.choice(list(members), len(members))]))
-             for _ in range(ROUNDS)]
+    draws = family_bootstrap(statistics, None, patient, ROUNDS, seed)
     table = {}
     for metric in ("malignancy_auc", "density_accuracy", "not_assessable_share"):
         diffs = np.array([d[(metric, "fine_tuned")] - d[(metric, "base")] for d in draws])
@@ -150,7 +148,7 @@ def paired(base: dict, tuned: dict, seed: int = 0) -> dict:
             "difference": point[(metric, "fine_tuned")] - point[(metric, "base")],
             "ci95": [float(v) for v in np.percentile(diffs, [2.5, 97.5])] if len(diffs) else None,
         }
-    return {"images": len(names), "patients": len(members), "rounds": ROUNDS, "metrics": table}
+    return {"images": len(names), "patients": len(np.unique(patient)), "rounds": ROUNDS, "metrics": table}
 
 
 def markdown(report: dict) -> str:
@@ -188,6 +186,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     base_props = {p.key: p.value for p in onnx.load(str(args.base)).metadata_props}
+    if "mammo.ood_method" not in base_props:
+        raise SystemExit(f"{args.base} has no out-of-distribution detector (mammo.ood_method); "
+                         "fine-tuning refits the base's detector, so the base needs one")
     samples, description = prepared.read(args.prepared)
     samples, _ = prepared.unique(samples)
     steps = prepared.steps_of(description)
@@ -206,7 +207,8 @@ def main() -> None:
     net = from_onnx(args.base)
     train_x, inner_x = prepared.load_planes(part["train"]), prepared.load_planes(part["inner"])
     settings = argparse.Namespace(lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
-                                  augment=args.augment, trainable="all", seed=args.seed, resume=False, freeze_norm=True)
+                                  augment=args.augment, trainable="all", seed=args.seed, resume=False,
+                                  freeze_norm=True)
     state = fit(net, train_x, targets(part["train"]), (inner_x, targets(part["inner"])), settings, args.out)
     net.eval()
 
@@ -218,7 +220,7 @@ def main() -> None:
         threshold = calibrate.operating_threshold(inner_f["logits"], malignant, t)
     else:  # the inner patients cannot place it: keep the base's
         threshold = float(base_props["mammo.malignancy_threshold"])
-    method = base_props.get("mammo.ood_method", "maha_stage4")
+    method = base_props["mammo.ood_method"]
     score = ood.OodScore({tap: (torch.tensor(g.mean), torch.tensor(g.factor))
                           for tap in ood.taps_of(method) for g in [ood.Gaussian(train_f[tap])]})
     inner_scores = score({k: torch.from_numpy(inner_f[k]).float() for k in score.taps}).numpy()

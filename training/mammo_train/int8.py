@@ -34,7 +34,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 AUC_MARGIN = 0.01
@@ -96,7 +95,9 @@ def calibration_planes(prepared: Path, split: Path, held_out: int, count: int, s
     if len(rows) < count:
         raise SystemExit(f"{prepared / 'manifest.csv'}: {len(rows)} images outside fold {held_out}, {count} needed")
     chosen = np.random.default_rng(seed).choice(len(rows), count, replace=False)
-    planes = [np.asarray(Image.open(prepared / rows[i]["path"]), np.float32) / 65535 for i in sorted(chosen)]
+    from .prepared import plane
+
+    planes = [plane(prepared / rows[i]["path"]) for i in sorted(chosen)]
     return np.stack(planes), len(rows)
 
 

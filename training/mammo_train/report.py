@@ -38,15 +38,16 @@ def threshold_for_sensitivity(score: np.ndarray, positive: np.ndarray, target: f
 
 
 def family_bootstrap(statistic, positive, fam, rounds=1000, seed=0):
-    """`statistic(idx)` over `rounds` resamples of whole families (with replacement); resamples
-    holding only one class are skipped."""
+    """`statistic(idx)` over `rounds` resamples of whole families (or patients) with
+    replacement; resamples holding only one class of `positive` are skipped (`positive=None`:
+    none are)."""
     rng = np.random.default_rng(seed)
     families = np.unique(fam)
     members = {f: np.where(fam == f)[0] for f in families}
     values = []
     for _ in range(rounds):
         idx = np.concatenate([members[f] for f in rng.choice(families, len(families))])
-        if positive[idx].any() and not positive[idx].all():
+        if positive is None or (positive[idx].any() and not positive[idx].all()):
             values.append(statistic(idx))
     return values
 

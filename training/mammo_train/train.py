@@ -163,7 +163,7 @@ def fit(model, xs, ys, val, args, out: Path):
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     weights = class_weights(ys.cpu()).to(ys.device)
-    freeze_norm = getattr(args, "freeze_norm", False)
+    freeze_norm = args.freeze_norm
     augment = AUGMENTATIONS[args.augment] if args.trainable == "all" else None
     gen = torch.Generator().manual_seed(args.seed)
     ckpt = out / "checkpoint.pt"
@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast and channels-last there; the CPU runs fp32)")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--freeze-norm", action="store_true",
+                        help="keep batch norms at their running statistics while training (small batches)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
