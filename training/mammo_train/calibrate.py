@@ -1,7 +1,7 @@
 """Temperature, operating threshold and out-of-distribution detector, fitted after training on
 images the network never trained on.
 
-python -m mammo_train.calibrate runs/v2.2.0
+python -m mammo_train.calibrate runs/v2.3.0-inner
 
 Reads the run's summary.json (data, split, held-out and validation folds, preprocessing); the
 held-out fold is not read. On the validation fold (the inner split):
@@ -15,6 +15,14 @@ held-out fold is not read. On the validation fold (the inner split):
    that flags 5% of the validation images.
 Writes RUN/calibration.json (every number and the comparison table) and RUN/ood.pt (the chosen
 detector), which `mammo_train.export --run RUN` reads.
+
+python -m mammo_train.calibrate runs/v2.3.0 --from runs/v2.3.0-inner
+
+A refit run (`train.py --refit`: the inner families trained on too) has no images of its own to
+calibrate on; it takes the temperature, threshold, detector method and detector threshold that
+the run of the same recipe with an inner split fitted there, and fits the detector's Gaussian
+on its own training images. `ood_training_flagged` (the share of training images above the
+threshold) is recorded for both networks as a check that the threshold means the same to each.
 """
 
 import argparse
@@ -99,28 +107,9 @@ def inputs_of(grey: torch.Tensor):
     return lambda a, b: normalise(grey[a:b]) if a < len(grey) else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    summary = json.loads((args.run / "summary.json").read_text())
+def fitted(summary: dict, tapped, train: list, train_f: dict, val: list, steps: list[str]) -> tuple[dict, "ood.OodScore"]:
+    """Temperature, threshold and detector fitted on the run's own validation images `val`."""
     [fold] = summary["folds"]
-    held_out, validation = fold["fold"], fold["validation_fold"]
-    if held_out is None or validation is None or held_out == validation:
-        raise SystemExit("calibration needs a run with a held-out fold and a separate validation fold")
-    steps = [s for s in summary["preprocess"].split(",") if s]
-    samples, _ = prepared.unique(prepared.read(Path(summary["data"]))[0])
-    family, folds = read_split(Path(summary["split"]))
-    validating = set(fold["validation_families"])
-    train = [s for s in samples if folds[s.name] != held_out and family[s.name] not in validating]
-    val = [s for s in samples if family[s.name] in validating]
-    print(f"training folds: {len(train)} images; validation fold {validation}: {len(val)}", file=sys.stderr)
-
-    net = build(summary["init"], weights=args.run / "model.pt").eval()
-    tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
-    train_f = ood.features(tapped, inputs_of(prepared.load_planes(train)))
     val_f = ood.features(tapped, inputs_of(prepared.load_planes(val)))
     y_train = np.array([class_index(s.label) for s in train])
     allowed, malignant = label_arrays(val)
@@ -153,10 +142,10 @@ def main() -> None:
     in_graph = score({t: torch.from_numpy(val_f[t]).float() for t in score.taps}).numpy()
     if not np.allclose(in_graph, in_scores[method], rtol=1e-3, atol=1e-3):
         raise SystemExit(f"the graph's {method} disagrees with the fitted detector")
-    torch.save({"method": method, "parameters": score.parameters_by_tap()}, args.run / "ood.pt")
     calibration = {
-        "fitted_on": f"validation families ({summary['inner_share']:.0%} of fold {validation}) of {summary['split']} ({len(val)} images); "
-                     f"Gaussians on the training images ({len(train)}: not fold {held_out}, not validation)",
+        "fitted_on": f"validation families ({summary['inner_share']:.0%} of fold {fold['validation_fold']}) of "
+                     f"{summary['split']} ({len(val)} images); "
+                     f"Gaussians on the training images ({len(train)}: not fold {fold['fold']}, not validation)",
         "temperature": t,
         "malignancy_threshold": threshold,
         "target_sensitivity": TARGET_SENSITIVITY,
@@ -165,12 +154,66 @@ def main() -> None:
         "ood_method": method,
         "ood_threshold": ood_threshold,
         "ood_flag_rate_target": FLAG_RATE,
+        "ood_training_flagged": float((detectors.score(method, train_f) > ood_threshold).mean()),
         "ood_selection": "highest worst-case AUROC over " + ", ".join(judged)
                          + "; ties by the highest mean AUROC over every set",
         "ood_worst_auroc": worst,
         "ood_mean_auroc": mean,
         "ood_comparison": comparison,
     }
+    return calibration, score
+
+
+def transferred(source: Path, train: list, train_f: dict) -> tuple[dict, "ood.OodScore"]:
+    """A refit run (train.py --refit) has no images it did not train on outside the held-out
+    fold. It takes the temperature, threshold, detector method and detector threshold that
+    `source`, a run of the same recipe, fitted on its inner split; the detector's Gaussian is
+    fitted on this run's own training images, as its graph will compute the features."""
+    calibration = json.loads((source / "calibration.json").read_text())
+    method, ood_threshold = calibration["ood_method"], calibration["ood_threshold"]
+    detectors = ood.Detectors(train_f, np.array([class_index(s.label) for s in train]), calibration["temperature"])
+    score = ood.OodScore.fitted(detectors, ood.taps_of(method))
+    calibration.update({
+        "fitted_on": f"transferred from {source} (fitted there: {calibration['fitted_on']}); "
+                     f"Gaussians on this run's training images ({len(train)})",
+        "transferred_from": str(source),
+        "source_training_flagged": calibration.get("ood_training_flagged"),
+        "ood_training_flagged": float((detectors.score(method, train_f) > ood_threshold).mean()),
+    })
+    return calibration, score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="for a --refit run: the run of the same recipe whose inner-split calibration it takes")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    summary = json.loads((args.run / "summary.json").read_text())
+    [fold] = summary["folds"]
+    held_out, validation = fold["fold"], fold["validation_fold"]
+    if held_out is None or validation is None or held_out == validation:
+        raise SystemExit("calibration needs a run with a held-out fold and a separate validation fold")
+    validating = set(fold["validation_families"])
+    if bool(validating) == (args.source is not None):
+        raise SystemExit("--from RUN is for a --refit run, and a --refit run needs it")
+    steps = [s for s in summary["preprocess"].split(",") if s]
+    samples, _ = prepared.unique(prepared.read(Path(summary["data"]))[0])
+    family, folds = read_split(Path(summary["split"]))
+    train = [s for s in samples if folds[s.name] != held_out and family[s.name] not in validating]
+    print(f"training folds: {len(train)} images", file=sys.stderr)
+
+    net = build(summary["init"], weights=args.run / "model.pt").eval()
+    tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
+    train_f = ood.features(tapped, inputs_of(prepared.load_planes(train)))
+    if args.source is not None:
+        calibration, score = transferred(args.source, train, train_f)
+    else:
+        val = [s for s in samples if family[s.name] in validating]
+        calibration, score = fitted(summary, tapped, train, train_f, val, steps)
+    torch.save({"method": calibration["ood_method"], "parameters": score.parameters_by_tap()}, args.run / "ood.pt")
     (args.run / "calibration.json").write_text(json.dumps(calibration, indent=2))
     print(json.dumps({k: v for k, v in calibration.items() if k != "ood_comparison"}, indent=2))
 

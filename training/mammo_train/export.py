@@ -1,6 +1,6 @@
 """Export a trained network to ONNX with the mammo-serve model contract, and check it.
 
-python -m mammo_train.export --run runs/v2.2.0 --version 2.2.0 --trained-on "..." --out ../models/mammo.onnx
+python -m mammo_train.export --run runs/v2.3.0 --version 2.3.0 --trained-on "..." --out ../models/mammo.onnx
 
 With --run, everything the run decided comes from its files: the network and full-field steps
 (summary.json, model.pt), the temperature and operating threshold (calibration.json) and the

@@ -206,7 +206,7 @@ def main() -> None:
 
     net = from_onnx(args.base)
     train_x, inner_x = prepared.load_planes(part["train"]), prepared.load_planes(part["inner"])
-    settings = argparse.Namespace(lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs, patience=args.patience,
+    settings = argparse.Namespace(lr=args.lr, weight_decay=args.weight_decay, epochs=args.epochs, select="best", patience=args.patience,
                                   augment=args.augment, trainable="all", seed=args.seed, resume=False,
                                   freeze_norm=True)
     state = fit(net, train_x, targets(part["train"]), (inner_x, targets(part["inner"])), settings, args.out)

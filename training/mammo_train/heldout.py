@@ -1,8 +1,8 @@
 """What the exported model does on the held-out fold, measured once it is fixed: nothing here
 feeds back into training, calibration or the choice of detector.
 
-python -m mammo_train.heldout runs/v2.2.0 --model ../models/mammo.onnx --baseline OLD.onnx \
-       [--test-prepared runs/prepared/dphi-test] [--out runs/v2.2.0/heldout.json]
+python -m mammo_train.heldout runs/v2.3.0 --model ../models/mammo.onnx --baseline OLD.onnx \
+       [--test-prepared runs/prepared/dphi-test] [--out runs/v2.3.0/heldout.json]
 
 On the run's held-out fold (summary.json), through ONNX Runtime with the server's
 postprocessing (logits / mammo.temperature, marginals, mammo.malignancy_threshold):

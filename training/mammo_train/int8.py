@@ -12,7 +12,7 @@ preprocessing) from the training folds, never the held-out one. Every node that 
 `ood_score` stays in float: the out-of-distribution detector measures distances of stage-4
 feature statistics from the training distribution, and quantizing the layers under it moves
 those statistics enough to flag nearly every image (see models/MODEL_CARD.md, "INT8"). The
-metadata is the FP32 model's plus `mammo.precision = int8` and where it came from.
+metadata is the FP32 model's with `mammo.precision = int8` and where it came from.
 
 `gate`: the release's check, paired against FP32 on the same files. From the two
 `mammo-eval evaluate` runs on the held-out fold: malignancy AUC within `AUC_MARGIN`, density

@@ -1,16 +1,20 @@
 """Training with grouped folds, early stopping and resumable checkpoints.
 
 mammo-eval prepare --data DATASET --out runs/prepared/dphi      # the server's preprocessing
-python -m mammo_train.train --data runs/prepared/dphi --out runs/v2.2.0     # the shipped model's recipe
+python -m mammo_train.train --data runs/prepared/dphi --out runs/v2.3.0-inner          # the shipped model's recipe: an inner run,
+python -m mammo_train.train --data runs/prepared/dphi --out runs/v2.3.0 --refit  # then its refit
 
 --data is a prepared set (`mammo-eval prepare`): training reads the images exactly as the server
 feeds them to the model, with the full-field steps prepare applied (recorded in the run).
 
 The defaults are the shipped model's protocol: fold 0 of splits/split.csv is the reported fold
 and is not even loaded; half of fold 1's families (drawn per class, --inner-share) are the inner
-validation set (early stopping here; temperature, threshold and out-of-distribution fit in
-`mammo_train.calibrate`); the other half and folds 2-4 train. Then `mammo_train.calibrate RUN`
-and `mammo_train.export --run RUN`.
+validation set (reported each epoch; temperature, threshold and out-of-distribution fit in
+`mammo_train.calibrate`); the other half and folds 2-4 train for --epochs 10, and the last
+epoch's weights are kept (--select last; --select best keeps the epoch of lowest validation loss
+and stops after --patience epochs without a better one). --refit then trains the same recipe on
+the validation families too, validating on nothing; it is calibrated from the first run
+(`mammo_train.calibrate REFIT --from RUN`) and exported (`mammo_train.export --run REFIT`).
 
 --fold K --inner none trains on every fold but K and validates on fold K; --fold all does that
 for every fold and writes out-of-fold predictions (oof.csv) for the report; --fold none trains on
@@ -157,8 +161,10 @@ def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=None, gen=
 
 def fit(model, xs, ys, val, args, out: Path):
     """Trains `model` (the trainable suffix) with AdamW + cosine schedule on class-weighted
-    cross-entropy, with early stopping on the (unweighted) grouped-validation loss; resumable
-    from out/checkpoint.pt (the augmentation generator's state included). Returns the final
+    cross-entropy; resumable from out/checkpoint.pt (the augmentation generator's state
+    included). `args.select` says which epoch's weights it ends with: `best`, the lowest
+    (unweighted) grouped-validation loss, stopping after `args.patience` epochs without a new
+    best; or `last`, the end of the schedule, the validation only reported. Returns the final
     training state."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
@@ -177,7 +183,8 @@ def fit(model, xs, ys, val, args, out: Path):
         if "generator" in saved:
             gen.set_state(saved["generator"])
         print(f"  resumed at epoch {state['epoch']}", file=sys.stderr)
-    while state["epoch"] < args.epochs and state["since_best"] < args.patience:
+    patience = args.patience if args.select == "best" else math.inf
+    while state["epoch"] < args.epochs and state["since_best"] < patience:
         started = time.time()
         train_loss, _ = run_epoch(model, xs, ys, weights, optimizer, augment=augment, gen=gen,
                                   freeze_norm=freeze_norm)
@@ -187,7 +194,7 @@ def fit(model, xs, ys, val, args, out: Path):
             val_loss, probs = run_epoch(model, val[0], val[1], None)
             row["val_loss"] = val_loss
             row["val_accuracy"] = accuracy(probs, val[1].cpu())
-            improved = val_loss < state["best_loss"]
+            improved = val_loss < state["best_loss"] or args.select == "last"
         else:
             improved = True
             val_loss = train_loss
@@ -259,8 +266,14 @@ def main() -> None:
                         help="the validation fold for --fold K (none: validate on K itself)")
     parser.add_argument("--inner-share", type=float, default=0.5,
                         help="share of the --inner fold's families that validate (per class); the rest train")
+    parser.add_argument("--refit", action="store_true",
+                        help="train on the inner validation families too, validating on nothing (with --select last; "
+                             "calibrate --from a run of the same recipe that kept them out)")
     parser.add_argument("--leaky", action="store_true", help="random 80/20 file split instead of family folds")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--select", choices=["best", "last"], default="last",
+                        help="keep the epoch of lowest validation loss (stopping after --patience epochs without one) "
+                             "or the schedule's last")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
@@ -312,7 +325,8 @@ def main() -> None:
             model = model.to(memory_format=torch.channels_last)
         _, suffix = split_at(model, args.trainable)
         if validation is not None and validation != held_out:  # an inner split of the training folds
-            validating = validation_families(samples, family, fold, validation, args.inner_share, args.seed)
+            validating = (set() if args.refit else
+                          validation_families(samples, family, fold, validation, args.inner_share, args.seed))
             val_idx = [i for i, s in enumerate(samples) if family[s.name] in validating]
             train_idx = [i for i, s in enumerate(samples)
                          if fold[s.name] != held_out and family[s.name] not in validating]
@@ -343,7 +357,7 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(
         {"init": args.init, "trainable": args.trainable, "leaky": args.leaky, "augment": args.augment,
          "preprocess": ",".join(steps), "data": str(args.data.resolve()), "split": str(args.split.resolve()),
-         "lr": args.lr, "inner_share": args.inner_share, "epochs": args.epochs, "patience": args.patience, "seed": args.seed, "device": args.device,
+         "lr": args.lr, "inner_share": args.inner_share, "refit": args.refit, "epochs": args.epochs, "select": args.select, "patience": args.patience, "seed": args.seed, "device": args.device,
          "folds": summary, "total_seconds": time.time() - started}, indent=2))
     if oof:
         with open(args.out / "oof.csv", "w", newline="") as f:

@@ -91,3 +91,32 @@ def test_protocol_run_calibrates_and_exports_an_ood_score(tmp_path):
     assert meta["mammo.preprocess"] == "crop_breast,orient_left,pad_square"
     logits, score = session.run(None, {"input": np.zeros((2, 3, 224, 224), np.float32)})
     assert logits.shape == (2, 8) and score.shape == (2,)
+    refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, out, summary, calibration)
+
+
+def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, inner_summary, inner_calibration):
+    """train --refit trains on the inner families too and validates on nothing; calibrate
+    --from takes the inner run's temperature, threshold and detector threshold and fits the
+    detector's Gaussian on the refit network's own training images."""
+    refit = tmp_path / "refit"
+    run("mammo_train.train", "--data", str(tmp_path / "prepared"), "--split", str(tmp_path / "split" / "split.csv"),
+        "--trainable", "head", "--epochs", "2", "--refit", "--out", str(refit))
+    [fold] = json.loads((refit / "summary.json").read_text())["folds"]
+    [inner_fold] = inner_summary["folds"]
+    assert fold["validation_images"] == 0 and fold["validation_families"] == []
+    assert fold["train_images"] == inner_fold["train_images"] + inner_fold["validation_images"]
+    assert fold["best_epoch"] == 2, "the schedule's last epoch is kept"
+    with pytest.raises(subprocess.CalledProcessError):  # nothing of its own to calibrate on
+        run("mammo_train.calibrate", str(refit))
+    run("mammo_train.calibrate", str(refit), "--from", str(inner))
+    calibration = json.loads((refit / "calibration.json").read_text())
+    for key in ("temperature", "malignancy_threshold", "ood_method", "ood_threshold"):
+        assert calibration[key] == inner_calibration[key], key
+    assert calibration["transferred_from"] == str(inner)
+    own, theirs = (torch.load(r / "ood.pt", weights_only=False)["parameters"] for r in (refit, inner))
+    assert not all(torch.equal(own[t][0], theirs[t][0]) for t in own), "the Gaussian is the refit network's"
+    model = tmp_path / "refit.onnx"
+    run("mammo_train.export", "--run", str(refit), "--version", "smoke", "--trained-on", "fixtures",
+        "--check-images", str(data), "--out", str(model))
+    meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert float(meta["mammo.temperature"]) == pytest.approx(inner_calibration["temperature"], rel=1e-5)
