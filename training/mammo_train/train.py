@@ -241,6 +241,8 @@ def parse_fold(text: str) -> int | str | None:
 def plan(fold: dict[str, int], args) -> list[tuple[int | None, int | None]]:
     """(held-out fold, validation fold) for each model to train. With an inner fold the held-out
     fold is neither trained nor validated on; without one the held-out fold validates."""
+    if args.refit and (args.leaky or args.fold in ("all", None) or args.inner is None):
+        raise SystemExit("--refit trains on an inner split's families: it needs one --fold K and --inner")
     if args.leaky:
         return [(1, 1)]
     if args.fold == "all":

@@ -99,6 +99,9 @@ def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, in
     --from takes the inner run's temperature, threshold and detector threshold and fits the
     detector's Gaussian on the refit network's own training images."""
     refit = tmp_path / "refit"
+    with pytest.raises(subprocess.CalledProcessError):  # no inner split to take in
+        run("mammo_train.train", "--data", str(tmp_path / "prepared"), "--split", str(tmp_path / "split" / "split.csv"),
+            "--trainable", "head", "--epochs", "1", "--refit", "--inner", "none", "--out", str(tmp_path / "no-inner"))
     run("mammo_train.train", "--data", str(tmp_path / "prepared"), "--split", str(tmp_path / "split" / "split.csv"),
         "--trainable", "head", "--epochs", "2", "--refit", "--out", str(refit))
     [fold] = json.loads((refit / "summary.json").read_text())["folds"]
