@@ -107,6 +107,11 @@ def inputs_of(grey: torch.Tensor):
     return lambda a, b: normalise(grey[a:b]) if a < len(grey) else None
 
 
+def graph_scores(score: "ood.OodScore", f: dict) -> np.ndarray:
+    """What the exported graph's `ood_score` gives for features `f`."""
+    return score({t: torch.from_numpy(f[t]).float() for t in score.taps}).numpy()
+
+
 def fitted(summary: dict, tapped, train: list, train_f: dict, val: list, steps: list[str]) -> tuple[dict, "ood.OodScore"]:
     """Temperature, threshold and detector fitted on the run's own validation images `val`."""
     [fold] = summary["folds"]
@@ -139,7 +144,7 @@ def fitted(summary: dict, tapped, train: list, train_f: dict, val: list, steps: 
     method = max(exportable, key=lambda m: (round(worst[m], 4), mean[m]))
     ood_threshold = float(np.quantile(in_scores[method], 1 - FLAG_RATE))
     score = ood.OodScore.fitted(detectors, ood.taps_of(method))
-    in_graph = score({t: torch.from_numpy(val_f[t]).float() for t in score.taps}).numpy()
+    in_graph = graph_scores(score, val_f)
     if not np.allclose(in_graph, in_scores[method], rtol=1e-3, atol=1e-3):
         raise SystemExit(f"the graph's {method} disagrees with the fitted detector")
     calibration = {
@@ -154,7 +159,6 @@ def fitted(summary: dict, tapped, train: list, train_f: dict, val: list, steps: 
         "ood_method": method,
         "ood_threshold": ood_threshold,
         "ood_flag_rate_target": FLAG_RATE,
-        "ood_training_flagged": float((detectors.score(method, train_f) > ood_threshold).mean()),
         "ood_selection": "highest worst-case AUROC over " + ", ".join(judged)
                          + "; ties by the highest mean AUROC over every set",
         "ood_worst_auroc": worst,
@@ -170,7 +174,7 @@ def transferred(source: Path, train: list, train_f: dict) -> tuple[dict, "ood.Oo
     `source`, a run of the same recipe, fitted on its inner split; the detector's Gaussian is
     fitted on this run's own training images, as its graph will compute the features."""
     calibration = json.loads((source / "calibration.json").read_text())
-    method, ood_threshold = calibration["ood_method"], calibration["ood_threshold"]
+    method = calibration["ood_method"]
     detectors = ood.Detectors(train_f, np.array([class_index(s.label) for s in train]), calibration["temperature"])
     score = ood.OodScore.fitted(detectors, ood.taps_of(method))
     calibration.update({
@@ -178,7 +182,6 @@ def transferred(source: Path, train: list, train_f: dict) -> tuple[dict, "ood.Oo
                      f"Gaussians on this run's training images ({len(train)})",
         "transferred_from": str(source),
         "source_training_flagged": calibration.get("ood_training_flagged"),
-        "ood_training_flagged": float((detectors.score(method, train_f) > ood_threshold).mean()),
     })
     return calibration, score
 
@@ -213,6 +216,7 @@ def main() -> None:
     else:
         val = [s for s in samples if family[s.name] in validating]
         calibration, score = fitted(summary, tapped, train, train_f, val, steps)
+    calibration["ood_training_flagged"] = float((graph_scores(score, train_f) > calibration["ood_threshold"]).mean())
     torch.save({"method": calibration["ood_method"], "parameters": score.parameters_by_tap()}, args.run / "ood.pt")
     (args.run / "calibration.json").write_text(json.dumps(calibration, indent=2))
     print(json.dumps({k: v for k, v in calibration.items() if k != "ood_comparison"}, indent=2))

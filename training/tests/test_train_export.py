@@ -116,6 +116,8 @@ def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, in
     for key in ("temperature", "malignancy_threshold", "ood_method", "ood_threshold"):
         assert calibration[key] == inner_calibration[key], key
     assert calibration["transferred_from"] == str(inner)
+    assert calibration["source_training_flagged"] == inner_calibration["ood_training_flagged"]
+    assert 0 <= calibration["ood_training_flagged"] <= 1
     own, theirs = (torch.load(r / "ood.pt", weights_only=False)["parameters"] for r in (refit, inner))
     assert not all(torch.equal(own[t][0], theirs[t][0]) for t in own), "the Gaussian is the refit network's"
     model = tmp_path / "refit.onnx"
