@@ -114,8 +114,9 @@ def model_metrics(model: Onnx, logits: np.ndarray, y: np.ndarray, fam: np.ndarra
     calibration = {}
     for name, t in (("before_temperature", 1.0), ("after_temperature", model.temperature)):
         q = model.probabilities(logits, t)[:, 1::2].sum(axis=1)
-        calibration[name] = {"binary_ece": binary_ece(q, positive.astype(float)),
-                             "brier": float(np.mean((q - positive) ** 2))}
+        calibration[name] = {
+            "binary_ece": with_ci(lambda idx: binary_ece(q[idx], positive[idx].astype(float)), y, fam),
+            "brier": with_ci(lambda idx: float(np.mean((q[idx] - positive[idx]) ** 2)), y, fam)}
     return {"version": model.version, "temperature": model.temperature, "threshold": model.threshold,
             "accuracy": with_ci(accuracy, y, fam), "malignancy_auc": with_ci(auc, y, fam),
             "density_accuracy": with_ci(density_accuracy, y, fam), "calibration": calibration}
