@@ -8,7 +8,8 @@ On the run's held-out fold (summary.json), through ONNX Runtime with the server'
 postprocessing (logits / mammo.temperature, marginals, mammo.malignancy_threshold):
 - metrics of the model and the baseline with 95% CIs from resampling families, and their
   paired differences;
-- binary ECE (15 bins) and Brier score of P(malignant), before and after the temperature;
+- binary ECE (15 bins) and Brier score of P(malignant), before and after the temperature, with
+  the same family-bootstrap intervals;
 - stability: how often the density label and the malignancy call change under acquisition
   changes inside training's augmentation range (`PERTURBATIONS`), for both models;
 - out-of-distribution: AUROC of every method of `mammo_train.ood` (refitted on the training
