@@ -126,8 +126,11 @@ def acquisition_half(g: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """`acquisition` for a random half of the batch, flips alone for the other: the chain above
     leaves fewer than 1% of images unchanged, so the network seldom sees the archive's own
     acquisition, which is what the held-out images have."""
-    clean = torch.rand(len(g), generator=gen) < CLEAN_SHARE
-    return torch.where(clean[:, None, None, None], flips(g, gen), acquisition(g, gen))
+    changed = torch.rand(len(g), generator=gen) >= CLEAN_SHARE
+    out = flips(g, gen)
+    if changed.any():
+        out[changed] = acquisition(g[changed], gen)
+    return out
 
 
 AUGMENTATIONS = {"none": lambda g, gen: g, "flips": flips, "acquisition": acquisition,

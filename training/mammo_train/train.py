@@ -123,10 +123,10 @@ def run_epoch(model, x, y, weights, optimizer=None, batch=32, augment=None, gen=
     augmented by `augment` when training, then normalised) or cached prefix outputs; `y` the
     classes each image's labels allow (`targets`); `x`, `y` and `weights` live on the model's
     device. `freeze_norm` keeps batch norms at their running statistics (fine-tuning on a few
-    images). Images go in channels-last, as `main` lays out the model (a training step runs
-    ~1.5x faster so on this CPU, training/README.md); on a GPU the pass also
-    runs in bfloat16 autocast (~2x faster; the CPU path stays fp32, where bfloat16 gained
-    nothing). Returns (mean loss, probabilities on the CPU)."""
+    images). Images go in channels-last, as `fit` lays out the model (faster on CPU and GPU
+    alike: docs/benchmarks.md, "Training step on the CPU"); on a GPU the pass also runs in
+    bfloat16 autocast (the CPU path stays fp32, where bfloat16 gained nothing). Returns (mean
+    loss, probabilities on the CPU)."""
     training = optimizer is not None
     gpu = x.device.type == "cuda"
     planes = x.shape[1] == 1
@@ -167,6 +167,7 @@ def fit(model, xs, ys, val, args, out: Path):
     (unweighted) grouped-validation loss, stopping after `args.patience` epochs without a new
     best; or `last`, the end of the schedule, the validation only reported. Returns the final
     training state."""
+    model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     weights = class_weights(ys.cpu()).to(ys.device)
@@ -323,7 +324,7 @@ def main() -> None:
     oof, summary, started = {}, [], time.time()
     for held_out, validation in runs:
         seed_everything(args.seed)
-        model = build(args.init, weights=args.weights).to(device, memory_format=torch.channels_last)
+        model = build(args.init, weights=args.weights).to(device)
         _, suffix = split_at(model, args.trainable)
         if validation is not None and validation != held_out:  # an inner split of the training folds
             validating = (set() if args.refit else
