@@ -1,28 +1,32 @@
 """Temperature, operating threshold and out-of-distribution detector, fitted after training on
 images the network never trained on.
 
-python -m mammo_train.calibrate runs/v2.3.0-inner
+python -m mammo_train.calibrate runs/xfit-1
 
 Reads the run's summary.json (data, split, held-out and validation folds, preprocessing); the
-held-out fold is not read. On the validation fold (the inner split):
+held-out fold is not read. The run's network scores its validation images: their logits, and
+every method of `mammo_train.ood` fitted on the training folds' features, compared by AUROC
+between the validation images and proxy sets made from them (`mammo_train.proxies`); these
+measurements are kept in RUN/validation.npz and calibration.json. From them:
 1. temperature: the T that minimises the 8-class negative log-likelihood of logits / T;
 2. threshold: the largest P(malignant), after T, whose sensitivity reaches 0.90;
-3. out-of-distribution: every method of `mammo_train.ood`, fitted on the training folds'
-   features, is compared by AUROC between the validation images and proxy sets made from
-   them (`mammo_train.proxies`); of the methods the graph computes, the one whose worst
-   AUROC over the acquisition and non-mammogram sets is highest is chosen (ties: the highest
-   mean AUROC over every set, `full_field` included, the subtlest shift), with the threshold
-   that flags 5% of the validation images.
+3. out-of-distribution: of the methods the graph computes, the one whose worst AUROC over the
+   acquisition and non-mammogram sets is highest (ties: the highest mean AUROC over every set,
+   `full_field` included, the subtlest shift), with the threshold that flags 5% of the
+   validation images.
 Writes RUN/calibration.json (every number and the comparison table) and RUN/ood.pt (the chosen
 detector), which `mammo_train.export --run RUN` reads.
 
-python -m mammo_train.calibrate runs/v2.3.0 --from runs/v2.3.0-inner
+python -m mammo_train.calibrate runs/v2.4.0 --from runs/xfit-1 runs/xfit-2 runs/xfit-3 runs/xfit-4
 
-A refit run (`train.py --refit`: the inner families trained on too) has no images of its own to
-calibrate on; it takes the temperature, threshold, detector method and detector threshold that
-the run of the same recipe with an inner split fitted there, and fits the detector's Gaussian
-on its own training images. `ood_training_flagged` (the share of training images above the
-threshold) is recorded for both networks as a check that the threshold means the same to each.
+A refit run (`train.py --refit`: every family outside the held-out fold trained on) has no
+images of its own to calibrate on. It fits the three steps above on the pooled measurements of
+calibrated runs of the same recipe: the cross-fitted runs (`train --inner K --inner-share 1`
+for K = 1..4, each validating on a whole fold, so that every training family is scored once by
+a network that did not train on it), or one run with an inner split. The detector's Gaussian is
+fitted on the refit network's own training images. `ood_training_flagged` (the share of
+training images above the threshold) is recorded for every network as a check that the
+threshold means the same to each.
 """
 
 import argparse
@@ -103,8 +107,15 @@ def operating_threshold(logits: np.ndarray, malignant: np.ndarray, t: float) -> 
     return threshold_for_sensitivity(malignancy(logits[known], t), malignant[known] == 1, TARGET_SENSITIVITY)
 
 
+def labels_of(samples: list[prepared.Prepared]) -> np.ndarray:
+    return np.array([class_index(s.label) for s in samples])
+
+
 def inputs_of(grey: torch.Tensor):
     return lambda a, b: normalise(grey[a:b]) if a < len(grey) else None
+
+
+EXPORTABLE = [m for m in ood.METHODS if m.startswith("maha_") and m != "maha_penultimate"]
 
 
 def graph_scores(score: "ood.OodScore", f: dict) -> np.ndarray:
@@ -112,19 +123,16 @@ def graph_scores(score: "ood.OodScore", f: dict) -> np.ndarray:
     return score({t: torch.from_numpy(f[t]).float() for t in score.taps}).numpy()
 
 
-def fitted(summary: dict, tapped, train: list, train_f: dict, val: list, steps: list[str]) -> tuple[dict, "ood.OodScore"]:
-    """Temperature, threshold and detector fitted on the run's own validation images `val`."""
-    [fold] = summary["folds"]
+def measured(tapped, train: list, train_f: dict, val: list, steps: list[str]) -> dict:
+    """What a run's network gives on its own validation images `val`: their logits and labels,
+    every detector method's score (fitted on the training images), and each method's AUROC
+    between them and the proxy sets made from them. Saved as RUN/validation.npz and the
+    comparison in calibration.json, so that several runs' measurements can be pooled."""
     val_f = ood.features(tapped, inputs_of(prepared.load_planes(val)))
-    y_train = np.array([class_index(s.label) for s in train])
     allowed, malignant = label_arrays(val)
-
-    t = fit_temperature(val_f["logits"], allowed)
-    threshold = operating_threshold(val_f["logits"], malignant, t)
-    detectors = ood.Detectors(train_f, y_train, t)
-
-    comparison = {m: {} for m in ood.METHODS}
+    detectors = ood.Detectors(train_f, labels_of(train), fit_temperature(val_f["logits"], allowed))
     in_scores = {m: detectors.score(m, val_f) for m in ood.METHODS}
+    comparison = {m: {} for m in ood.METHODS}
     for name, planes in proxies.proxy_sets([Path(s.source) for s in val], steps, seed=0):
         grey = torch.from_numpy(planes)[:, None]
         f = ood.features(tapped, inputs_of(grey))
@@ -136,61 +144,57 @@ def fitted(summary: dict, tapped, train: list, train_f: dict, val: list, steps: 
             comparison[m][name] = {"auroc": float(roc_auc_score(truth, scores)),
                                    "flagged": float((out > cut).mean()), "images": int(len(out))}
         print(f"  {name}: " + ", ".join(f"{m} {comparison[m][name]['auroc']:.3f}" for m in ood.METHODS), file=sys.stderr)
+    for method in EXPORTABLE:  # the graph must compute what was measured
+        if not np.allclose(graph_scores(ood.OodScore.fitted(detectors, ood.taps_of(method)), val_f), in_scores[method],
+                           rtol=1e-3, atol=1e-3):
+            raise SystemExit(f"the graph's {method} disagrees with the fitted detector")
+    arrays = {"names": np.array([s.name for s in val]), "logits": val_f["logits"], "allowed": allowed,
+              "malignant": malignant, **{f"score_{m}": in_scores[m] for m in ood.METHODS}}
+    return {"arrays": arrays, "comparison": comparison}
 
+
+def pooled(sources: list[Path]) -> dict:
+    """Temperature, threshold and detector choice fitted on the validation images of `sources`
+    together: one run's inner split, or the folds of cross-fitted runs (`train --inner K
+    --inner-share 1` for each K), whose pooled predictions cover every training family once,
+    each from a network that did not train on it."""
+    arrays = [np.load(s / "validation.npz") for s in sources]
+    comparisons = [json.loads((s / "calibration.json").read_text())["ood_comparison"] for s in sources]
+    logits, allowed, malignant = (np.concatenate([a[k] for a in arrays]) for k in ("logits", "allowed", "malignant"))
+    names = np.concatenate([a["names"] for a in arrays])
+    if len(set(names)) != len(names):
+        raise SystemExit("the sources validate on overlapping images: pool runs with disjoint validation families")
+    t = fit_temperature(logits, allowed)
     judged = proxies.ACQUISITION + proxies.NON_MAMMOGRAMS
-    exportable = [m for m in ood.METHODS if m.startswith("maha_") and m != "maha_penultimate"]
-    worst = {m: min(comparison[m][s]["auroc"] for s in judged) for m in ood.METHODS}
-    mean = {m: float(np.mean([comparison[m][s]["auroc"] for s in proxies.SETS])) for m in ood.METHODS}
-    method = max(exportable, key=lambda m: (round(worst[m], 4), mean[m]))
-    ood_threshold = float(np.quantile(in_scores[method], 1 - FLAG_RATE))
-    score = ood.OodScore.fitted(detectors, ood.taps_of(method))
-    in_graph = graph_scores(score, val_f)
-    if not np.allclose(in_graph, in_scores[method], rtol=1e-3, atol=1e-3):
-        raise SystemExit(f"the graph's {method} disagrees with the fitted detector")
-    calibration = {
-        "fitted_on": f"validation families ({summary['inner_share']:.0%} of fold {fold['validation_fold']}) of "
-                     f"{summary['split']} ({len(val)} images); "
-                     f"Gaussians on the training images ({len(train)}: not fold {fold['fold']}, not validation)",
+    auroc = {m: {s: float(np.mean([c[m][s]["auroc"] for c in comparisons])) for s in proxies.SETS} for m in ood.METHODS}
+    worst = {m: min(auroc[m][s] for s in judged) for m in ood.METHODS}
+    mean = {m: float(np.mean(list(auroc[m].values()))) for m in ood.METHODS}
+    method = max(EXPORTABLE, key=lambda m: (round(worst[m], 4), mean[m]))
+    return {
+        "fitted_on": f"the validation images of {', '.join(map(str, sources))} ({len(names)} images, "
+                     "each scored by a network that did not train on it)",
+        "calibration_sources": [str(s) for s in sources],
         "temperature": t,
-        "malignancy_threshold": threshold,
+        "malignancy_threshold": operating_threshold(logits, malignant, t),
         "target_sensitivity": TARGET_SENSITIVITY,
-        "validation_before_temperature": calibration_numbers(val_f["logits"], allowed, malignant, 1.0),
-        "validation_after_temperature": calibration_numbers(val_f["logits"], allowed, malignant, t),
+        "validation_before_temperature": calibration_numbers(logits, allowed, malignant, 1.0),
+        "validation_after_temperature": calibration_numbers(logits, allowed, malignant, t),
         "ood_method": method,
-        "ood_threshold": ood_threshold,
+        "ood_threshold": float(np.quantile(np.concatenate([a[f"score_{method}"] for a in arrays]), 1 - FLAG_RATE)),
         "ood_flag_rate_target": FLAG_RATE,
-        "ood_selection": "highest worst-case AUROC over " + ", ".join(judged)
+        "ood_selection": "highest worst-case AUROC (mean over the sources) over " + ", ".join(judged)
                          + "; ties by the highest mean AUROC over every set",
         "ood_worst_auroc": worst,
         "ood_mean_auroc": mean,
-        "ood_comparison": comparison,
     }
-    return calibration, score
-
-
-def transferred(source: Path, train: list, train_f: dict) -> tuple[dict, "ood.OodScore"]:
-    """A refit run (train.py --refit) has no images it did not train on outside the held-out
-    fold. It takes the temperature, threshold, detector method and detector threshold that
-    `source`, a run of the same recipe, fitted on its inner split; the detector's Gaussian is
-    fitted on this run's own training images, as its graph will compute the features."""
-    calibration = json.loads((source / "calibration.json").read_text())
-    method = calibration["ood_method"]
-    detectors = ood.Detectors(train_f, np.array([class_index(s.label) for s in train]), calibration["temperature"])
-    score = ood.OodScore.fitted(detectors, ood.taps_of(method))
-    calibration.update({
-        "fitted_on": f"transferred from {source} (fitted there: {calibration['fitted_on']}); "
-                     f"Gaussians on this run's training images ({len(train)})",
-        "transferred_from": str(source),
-        "source_training_flagged": calibration.get("ood_training_flagged"),
-    })
-    return calibration, score
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--from", dest="source", type=Path,
-                        help="for a --refit run: the run of the same recipe whose inner-split calibration it takes")
+    parser.add_argument("--from", dest="sources", type=Path, nargs="+",
+                        help="for a --refit run: the calibrated runs of the same recipe whose validation images it pools "
+                             "(an inner run, or the cross-fitted runs)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -200,8 +204,8 @@ def main() -> None:
     if held_out is None or validation is None or held_out == validation:
         raise SystemExit("calibration needs a run with a held-out fold and a separate validation fold")
     validating = set(fold["validation_families"])
-    if bool(validating) == (args.source is not None):
-        raise SystemExit("--from RUN is for a --refit run, and a --refit run needs it")
+    if bool(validating) == (args.sources is not None):
+        raise SystemExit("--from RUN... is for a --refit run, and a --refit run needs it")
     steps = [s for s in summary["preprocess"].split(",") if s]
     samples, _ = prepared.unique(prepared.read(Path(summary["data"]))[0])
     family, folds = read_split(Path(summary["split"]))
@@ -211,12 +215,21 @@ def main() -> None:
     net = build(summary["init"], weights=args.run / "model.pt").eval()
     tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
     train_f = ood.features(tapped, inputs_of(prepared.load_planes(train)))
-    if args.source is not None:
-        calibration, score = transferred(args.source, train, train_f)
-    else:
-        val = [s for s in samples if family[s.name] in validating]
-        calibration, score = fitted(summary, tapped, train, train_f, val, steps)
+    sources = args.sources or [args.run]
+    own = {}
+    if args.sources is None:
+        m = measured(tapped, train, train_f, [s for s in samples if family[s.name] in validating], steps)
+        np.savez(args.run / "validation.npz", **m["arrays"])
+        own = {"ood_comparison": m["comparison"]}
+        (args.run / "calibration.json").write_text(json.dumps(own))
+    calibration = pooled(sources) | own
+    calibration["fitted_on"] += f"; the detector's Gaussian on this run's training images ({len(train)})"
+    detectors = ood.Detectors(train_f, labels_of(train), calibration["temperature"])
+    score = ood.OodScore.fitted(detectors, ood.taps_of(calibration["ood_method"]))
     calibration["ood_training_flagged"] = float((graph_scores(score, train_f) > calibration["ood_threshold"]).mean())
+    if args.sources is not None:
+        calibration["sources_training_flagged"] = [
+            json.loads((s / "calibration.json").read_text())["ood_training_flagged"] for s in args.sources]
     torch.save({"method": calibration["ood_method"], "parameters": score.parameters_by_tap()}, args.run / "ood.pt")
     (args.run / "calibration.json").write_text(json.dumps(calibration, indent=2))
     print(json.dumps({k: v for k, v in calibration.items() if k != "ood_comparison"}, indent=2))

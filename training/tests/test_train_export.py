@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from conftest import FIXTURES, prepare
 
+from mammo_train.calibrate import fit_temperature
 from mammo_train.labels import CLASSES
 
 NAMES = ["d1b_Image_2.jpg", "d1m_Image_3.jpg", "d2m_Image_9.jpg", "d3b_Image_1.jpg", "d3m_Image_31.jpg", "d4m_Image_83.jpg"]
@@ -91,13 +92,15 @@ def test_protocol_run_calibrates_and_exports_an_ood_score(tmp_path):
     assert meta["mammo.preprocess"] == "crop_breast,orient_left,pad_square"
     logits, score = session.run(None, {"input": np.zeros((2, 3, 224, 224), np.float32)})
     assert logits.shape == (2, 8) and score.shape == (2,)
-    refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, out, summary, calibration)
+    refit = refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, out, summary, calibration)
+    refit_run_pools_cross_fitted_runs(tmp_path, refit)
 
 
 def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, inner_summary, inner_calibration):
     """train --refit trains on the inner families too and validates on nothing; calibrate
-    --from takes the inner run's temperature, threshold and detector threshold and fits the
-    detector's Gaussian on the refit network's own training images."""
+    --from fits the temperature, threshold and detector threshold on the inner run's validation
+    images (with one source, the inner run's own numbers) and the detector's Gaussian on the
+    refit network's own training images."""
     refit = tmp_path / "refit"
     with pytest.raises(subprocess.CalledProcessError):  # no inner split to take in
         run("mammo_train.train", "--data", str(tmp_path / "prepared"), "--split", str(tmp_path / "split" / "split.csv"),
@@ -111,12 +114,14 @@ def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, in
     assert fold["best_epoch"] == 2, "the schedule's last epoch is kept"
     with pytest.raises(subprocess.CalledProcessError):  # nothing of its own to calibrate on
         run("mammo_train.calibrate", str(refit))
+    with pytest.raises(subprocess.CalledProcessError):  # the same validation images twice
+        run("mammo_train.calibrate", str(refit), "--from", str(inner), str(inner))
     run("mammo_train.calibrate", str(refit), "--from", str(inner))
     calibration = json.loads((refit / "calibration.json").read_text())
     for key in ("temperature", "malignancy_threshold", "ood_method", "ood_threshold"):
         assert calibration[key] == inner_calibration[key], key
-    assert calibration["transferred_from"] == str(inner)
-    assert calibration["source_training_flagged"] == inner_calibration["ood_training_flagged"]
+    assert calibration["calibration_sources"] == [str(inner)]
+    assert calibration["sources_training_flagged"] == [inner_calibration["ood_training_flagged"]]
     assert 0 <= calibration["ood_training_flagged"] <= 1
     own, theirs = (torch.load(r / "ood.pt", weights_only=False)["parameters"] for r in (refit, inner))
     assert not all(torch.equal(own[t][0], theirs[t][0]) for t in own), "the Gaussian is the refit network's"
@@ -125,3 +130,29 @@ def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, in
         "--check-images", str(data), "--out", str(model))
     meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     assert float(meta["mammo.temperature"]) == pytest.approx(inner_calibration["temperature"], rel=1e-5)
+    return refit
+
+
+def refit_run_pools_cross_fitted_runs(tmp_path, refit):
+    """Cross-fitting: with fold 0 held out, one run validates on all of fold 1 and one on all
+    of fold 2; the refit run's temperature, threshold and detector threshold are fitted on
+    their validation images together, every family outside fold 0 scored once."""
+    split = tmp_path / "split" / "split.csv"
+    sources = [tmp_path / f"xfit-{k}" for k in (1, 2)]
+    for k, source in zip((1, 2), sources):
+        run("mammo_train.train", "--data", str(tmp_path / "prepared"), "--split", str(split), "--trainable", "head",
+            "--epochs", "1", "--inner", str(k), "--inner-share", "1", "--out", str(source))
+        run("mammo_train.calibrate", str(source))
+    run("mammo_train.calibrate", str(refit), "--from", *map(str, sources))
+    calibration = json.loads((refit / "calibration.json").read_text())
+    measured = [np.load(s / "validation.npz") for s in sources]
+    names = np.concatenate([m["names"] for m in measured])
+    folds = {row.split(",")[0]: row.split(",")[-1] for row in split.read_text().splitlines()[1:]}
+    assert sorted(folds[n] for n in names) == sorted(f for f in folds.values() if f != "0"), "folds 1 and 2, once each"
+    logits, allowed = (np.concatenate([m[k] for m in measured]) for k in ("logits", "allowed"))
+    assert calibration["temperature"] == pytest.approx(fit_temperature(logits, allowed), rel=1e-6)
+    assert calibration["temperature"] != pytest.approx(
+        json.loads((sources[0] / "calibration.json").read_text())["temperature"], rel=1e-3), "not one source's"
+    scores = np.concatenate([m[f"score_{calibration['ood_method']}"] for m in measured])
+    assert calibration["ood_threshold"] == pytest.approx(float(np.quantile(scores, 0.95)), rel=1e-6)
+    assert calibration["calibration_sources"] == [str(s) for s in sources]
