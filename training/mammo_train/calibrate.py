@@ -153,6 +153,21 @@ def measured(tapped, train: list, train_f: dict, val: list, steps: list[str]) ->
     return {"arrays": arrays, "comparison": comparison}
 
 
+def left_out_ece(arrays: list) -> dict | None:
+    """Binary ECE of P(malignant) on each source's images with the temperature fitted on the
+    other sources' images, and their image-weighted mean: the calibration's error on images
+    it was not fitted on (None with one source)."""
+    if len(arrays) < 2:
+        return None
+    per_source = []
+    for i, held in enumerate(arrays):
+        rest = [a for j, a in enumerate(arrays) if j != i]
+        t = fit_temperature(*(np.concatenate([a[k] for a in rest]) for k in ("logits", "allowed")))
+        per_source.append(calibration_numbers(held["logits"], held["allowed"], held["malignant"], t)["binary_ece"])
+    weights = [np.sum(~np.isnan(a["malignant"])) for a in arrays]
+    return {"per_source": per_source, "mean": float(np.average(per_source, weights=weights))}
+
+
 def pooled(sources: list[Path]) -> dict:
     """Temperature, threshold and detector choice fitted on the validation images of `sources`
     together: one run's inner split, or the folds of cross-fitted runs (`train --inner K
@@ -179,6 +194,7 @@ def pooled(sources: list[Path]) -> dict:
         "target_sensitivity": TARGET_SENSITIVITY,
         "validation_before_temperature": calibration_numbers(logits, allowed, malignant, 1.0),
         "validation_after_temperature": calibration_numbers(logits, allowed, malignant, t),
+        "binary_ece_left_out": left_out_ece(arrays),
         "ood_method": method,
         "ood_threshold": float(np.quantile(np.concatenate([a[f"score_{method}"] for a in arrays]), 1 - FLAG_RATE)),
         "ood_flag_rate_target": FLAG_RATE,

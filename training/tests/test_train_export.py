@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from conftest import FIXTURES, prepare
 
-from mammo_train.calibrate import fit_temperature
+from mammo_train.calibrate import calibration_numbers, fit_temperature
 from mammo_train.labels import CLASSES
 
 NAMES = ["d1b_Image_2.jpg", "d1m_Image_3.jpg", "d2m_Image_9.jpg", "d3b_Image_1.jpg", "d3m_Image_31.jpg", "d4m_Image_83.jpg"]
@@ -122,6 +122,7 @@ def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, in
         assert calibration[key] == inner_calibration[key], key
     assert calibration["calibration_sources"] == [str(inner)]
     assert calibration["sources_training_flagged"] == [inner_calibration["ood_training_flagged"]]
+    assert calibration["binary_ece_left_out"] is None, "one source: nothing to leave out"
     assert 0 <= calibration["ood_training_flagged"] <= 1
     own, theirs = (torch.load(r / "ood.pt", weights_only=False)["parameters"] for r in (refit, inner))
     assert not all(torch.equal(own[t][0], theirs[t][0]) for t in own), "the Gaussian is the refit network's"
@@ -156,3 +157,8 @@ def refit_run_pools_cross_fitted_runs(tmp_path, refit):
     scores = np.concatenate([m[f"score_{calibration['ood_method']}"] for m in measured])
     assert calibration["ood_threshold"] == pytest.approx(float(np.quantile(scores, 0.95)), rel=1e-6)
     assert calibration["calibration_sources"] == [str(s) for s in sources]
+    left_out = calibration["binary_ece_left_out"]
+    t_from_second = fit_temperature(measured[1]["logits"], measured[1]["allowed"])
+    first = calibration_numbers(measured[0]["logits"], measured[0]["allowed"], measured[0]["malignant"], t_from_second)
+    assert left_out["per_source"][0] == pytest.approx(first["binary_ece"], abs=1e-9), "fold 1 scored with fold 2's T"
+    assert min(left_out["per_source"]) <= left_out["mean"] <= max(left_out["per_source"])
