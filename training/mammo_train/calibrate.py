@@ -168,13 +168,19 @@ def left_out_ece(arrays: list) -> dict | None:
     return {"per_source": per_source, "mean": float(np.average(per_source, weights=weights))}
 
 
-def pooled(sources: list[Path]) -> dict:
+def kept(run: Path) -> dict:
+    """A calibrated run's measurements, as `measured` gave them."""
+    return {"arrays": dict(np.load(run / "validation.npz")),
+            "comparison": json.loads((run / "calibration.json").read_text())["ood_comparison"]}
+
+
+def pooled(sources: list[Path], measurements: list[dict]) -> dict:
     """Temperature, threshold and detector choice fitted on the validation images of `sources`
-    together: one run's inner split, or the folds of cross-fitted runs (`train --inner K
-    --inner-share 1` for each K), whose pooled predictions cover every training family once,
-    each from a network that did not train on it."""
-    arrays = [np.load(s / "validation.npz") for s in sources]
-    comparisons = [json.loads((s / "calibration.json").read_text())["ood_comparison"] for s in sources]
+    (their `measurements`) together: one run's inner split, or the folds of cross-fitted runs
+    (`train --inner K --inner-share 1` for each K), whose pooled predictions cover every training
+    family once, each from a network that did not train on it."""
+    arrays = [m["arrays"] for m in measurements]
+    comparisons = [m["comparison"] for m in measurements]
     logits, allowed, malignant = (np.concatenate([a[k] for a in arrays]) for k in ("logits", "allowed", "malignant"))
     names = np.concatenate([a["names"] for a in arrays])
     if len(set(names)) != len(names):
@@ -231,14 +237,12 @@ def main() -> None:
     net = build(summary["init"], weights=args.run / "model.pt").eval()
     tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
     train_f = ood.features(tapped, inputs_of(prepared.load_planes(train)))
-    sources = args.sources or [args.run]
-    own = {}
     if args.sources is None:
-        m = measured(tapped, train, train_f, [s for s in samples if family[s.name] in validating], steps)
-        np.savez(args.run / "validation.npz", **m["arrays"])
-        own = {"ood_comparison": m["comparison"]}
-        (args.run / "calibration.json").write_text(json.dumps(own))
-    calibration = pooled(sources) | own
+        own = measured(tapped, train, train_f, [s for s in samples if family[s.name] in validating], steps)
+        np.savez(args.run / "validation.npz", **own["arrays"])
+        calibration = pooled([args.run], [own]) | {"ood_comparison": own["comparison"]}
+    else:
+        calibration = pooled(args.sources, [kept(s) for s in args.sources])
     calibration["fitted_on"] += f"; the detector's Gaussian on this run's training images ({len(train)})"
     detectors = ood.Detectors(train_f, labels_of(train), calibration["temperature"])
     score = ood.OodScore.fitted(detectors, ood.taps_of(calibration["ood_method"]))
