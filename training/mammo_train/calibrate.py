@@ -153,16 +153,20 @@ def measured(tapped, train: list, train_f: dict, val: list, steps: list[str]) ->
     return {"arrays": arrays, "comparison": comparison}
 
 
-def left_out_ece(arrays: list) -> dict | None:
-    """Binary ECE of P(malignant) on each source's images with the temperature fitted on the
-    other sources' images, and their image-weighted mean: the calibration's error on images
+def nll_temperature(arrays: list[dict]) -> float:
+    """The 8-class-NLL temperature of several sources' measurements together."""
+    return fit_temperature(*(np.concatenate([a[k] for a in arrays]) for k in ("logits", "allowed")))
+
+
+def left_out_ece(arrays: list[dict], fit=nll_temperature) -> dict | None:
+    """Binary ECE of P(malignant) on each source's images with the temperature `fit` gives on
+    the other sources' images, and their image-weighted mean: the calibration's error on images
     it was not fitted on (None with one source)."""
     if len(arrays) < 2:
         return None
     per_source = []
     for i, held in enumerate(arrays):
-        rest = [a for j, a in enumerate(arrays) if j != i]
-        t = fit_temperature(*(np.concatenate([a[k] for a in rest]) for k in ("logits", "allowed")))
+        t = fit([a for j, a in enumerate(arrays) if j != i])
         per_source.append(calibration_numbers(held["logits"], held["allowed"], held["malignant"], t)["binary_ece"])
     weights = [np.sum(~np.isnan(a["malignant"])) for a in arrays]
     return {"per_source": per_source, "mean": float(np.average(per_source, weights=weights))}

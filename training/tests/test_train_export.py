@@ -137,7 +137,8 @@ def refit_run_takes_its_calibration_from_the_inner_run(data, tmp_path, inner, in
 def refit_run_pools_cross_fitted_runs(tmp_path, refit):
     """Cross-fitting: with fold 0 held out, one run validates on all of fold 1 and one on all
     of fold 2; the refit run's temperature, threshold and detector threshold are fitted on
-    their validation images together, every family outside fold 0 scored once."""
+    their validation images together, every family outside fold 0 scored once; `crossfit`
+    reports the same left-out ECE, and that of a fixed temperature, from the kept measurements."""
     split = tmp_path / "split" / "split.csv"
     sources = [tmp_path / f"xfit-{k}" for k in (1, 2)]
     for k, source in zip((1, 2), sources):
@@ -162,3 +163,13 @@ def refit_run_pools_cross_fitted_runs(tmp_path, refit):
     first = calibration_numbers(measured[0]["logits"], measured[0]["allowed"], measured[0]["malignant"], t_from_second)
     assert left_out["per_source"][0] == pytest.approx(first["binary_ece"], abs=1e-9), "fold 1 scored with fold 2's T"
     assert min(left_out["per_source"]) <= left_out["mean"] <= max(left_out["per_source"])
+    run("mammo_train.crossfit", *map(str, sources), "--temperature", "1.5", "--out", str(tmp_path / "crossfit.json"))
+    crossfit = json.loads((tmp_path / "crossfit.json").read_text())
+    rows = [row.split(",") for row in split.read_text().splitlines()[1:]]
+    assert crossfit["images"] == len(names) and crossfit["families"] == len({r[1] for r in rows if r[0] in set(names)})
+    assert crossfit["binary_ece_left_out"]["8-class NLL"]["per_source"] == pytest.approx(left_out["per_source"]), \
+        "calibrate's own left-out ECE"
+    fixed = calibration_numbers(measured[0]["logits"], measured[0]["allowed"], measured[0]["malignant"], 1.5)
+    assert crossfit["binary_ece_left_out"]["T = 1.5"]["per_source"][0] == pytest.approx(fixed["binary_ece"], abs=1e-9)
+    assert crossfit["accuracy_by_source"][0] == pytest.approx(float(np.mean(
+        measured[0]["logits"].argmax(1) == measured[0]["allowed"].argmax(1))), abs=1e-9), "fixture rows carry both labels"
