@@ -82,6 +82,7 @@ async fn a_mammogram_is_assessed_and_an_out_of_distribution_image_is_declined_wi
     let model: Value = server.get("/v1/model").await.json().await.unwrap();
     assert_eq!(model["ood"]["threshold"], 0.0);
     assert_eq!(model["temperature"], 1.0);
+    assert_eq!(model["views"], 1, "a file without mammo.views runs one");
 }
 
 #[tokio::test]

@@ -513,6 +513,10 @@ pub struct ModelDescription {
     pub malignancy_threshold: f32,
     /// `mammo.temperature`: logits are divided by it before the softmax (calibration).
     pub temperature: f32,
+    /// `mammo.views`: the views of each image (the image, its flips, its rotations) whose
+    /// logits the model averages; the engine runs the network this many times per image.
+    #[schema(example = 2)]
+    pub views: u32,
     /// The out-of-distribution detector; null for a model without one (every image is then
     /// answered `assessed`, unchecked).
     pub ood: Option<OodDescription>,
@@ -573,6 +577,7 @@ impl From<&ModelInfo> for ModelDescription {
             },
             malignancy_threshold: m.metadata.malignancy_threshold,
             temperature: m.metadata.temperature,
+            views: m.metadata.views,
             ood: m.metadata.ood.as_ref().map(|o| OodDescription {
                 method: o.method.clone(),
                 threshold: o.threshold,

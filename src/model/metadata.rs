@@ -25,6 +25,9 @@ pub struct ModelMetadata {
     pub ood: Option<OodContract>,
     /// `mammo.precision`: the arithmetic of the weights and activations.
     pub precision: Precision,
+    /// `mammo.views`: how many views of each image (flips, rotations) the graph runs the network
+    /// on and averages the logits of; the engine's work per image scales with it.
+    pub views: u32,
 }
 
 /// The numeric precision a model file computes in. A file without `mammo.precision` is `fp32`
@@ -151,6 +154,16 @@ impl ModelMetadata {
                 .map_err(|why: String| invalid("mammo.precision", text, &why))?,
             None => Precision::Fp32,
         };
+        // A file without it is an export from before test-time views: one view, not logged.
+        let views = match props.get("mammo.views") {
+            Some(text) => text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| invalid("mammo.views", text, "expected a whole number >= 1"))?,
+            None => 1,
+        };
         let metadata = ModelMetadata {
             labels,
             preprocessing: Preprocessing {
@@ -168,6 +181,7 @@ impl ModelMetadata {
             temperature,
             ood,
             precision,
+            views,
         };
         Ok((metadata, defaults))
     }
@@ -295,6 +309,7 @@ mod tests {
             ("mammo.ood_method", "maha_early"),
             ("mammo.ood_threshold", "3.25"),
             ("mammo.precision", "int8"),
+            ("mammo.views", "2"),
         ])
     }
 
@@ -317,6 +332,7 @@ mod tests {
             })
         );
         assert_eq!(m.precision, Precision::Int8);
+        assert_eq!(m.views, 2);
     }
 
     #[test]
@@ -341,9 +357,11 @@ mod tests {
         p.remove("mammo.ood_method");
         p.remove("mammo.ood_threshold");
         p.remove("mammo.precision");
+        p.remove("mammo.views");
         let (m, defaults) = ModelMetadata::from_props(&p).unwrap();
         assert_eq!(m.malignancy_threshold, DEFAULT_THRESHOLD);
         assert_eq!(m.precision, Precision::Fp32, "models before INT8 are fp32");
+        assert_eq!(m.views, 1, "models before test-time views run one");
         assert_eq!((m.temperature, m.ood), (1.0, None));
         assert_eq!(m.version, "unknown");
         assert_eq!(
@@ -374,6 +392,8 @@ mod tests {
             ("mammo.temperature", "0"),
             ("mammo.ood_threshold", "high"),
             ("mammo.precision", "fp16"),
+            ("mammo.views", "0"),
+            ("mammo.views", "two"),
         ] {
             let mut p = complete();
             p.insert(key.into(), bad.into());

@@ -148,6 +148,7 @@ mod tests {
             temperature: 1.0,
             ood: None,
             precision: Default::default(),
+            views: 1,
         }
     }
 

@@ -15,7 +15,9 @@ measurements are kept in RUN/validation.npz and calibration.json. From them:
    `full_field` included, the subtlest shift), with the threshold that flags 5% of the
    validation images.
 Writes RUN/calibration.json (every number and the comparison table) and RUN/ood.pt (the chosen
-detector), which `mammo_train.export --run RUN` reads.
+detector), which `mammo_train.export --run RUN` reads. With `--views V` the logits are averaged
+over V test-time views (`mammo_train.views`) and the export averages them the same way; the
+detector reads the image alone either way.
 
 python -m mammo_train.calibrate runs/v2.4.0 --from runs/xfit-1 runs/xfit-2 runs/xfit-3 runs/xfit-4
 
@@ -39,7 +41,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
-from . import ood, prepared, proxies
+from . import ood, prepared, proxies, views
 from .families import read_split
 from .labels import class_index
 from .models import MEAN, STD, build
@@ -85,6 +87,19 @@ def binary_ece(p: np.ndarray, positive: np.ndarray, bins: int = 15) -> float:
         if inside.any():
             total += inside.mean() * abs(p[inside].mean() - positive[inside].mean())
     return float(total)
+
+
+def ece_if_calibrated(p: np.ndarray, family: np.ndarray, rounds: int = 500, seed: int = 0) -> dict:
+    """The binary ECE a perfectly calibrated model with these P(malignant) would show on these
+    images: labels drawn so that each image is malignant with exactly its p while the images of
+    one family share one draw (one lesion, one pathology: label = [u_family < p]). Mean and
+    5-95% range over `rounds` draws: the floor a measured ECE on so many families cannot be told
+    from."""
+    rng = np.random.default_rng(seed)
+    _, which = np.unique(family, return_inverse=True)
+    draws = np.array([binary_ece(p, (rng.random(which.max() + 1)[which] < p).astype(float)) for _ in range(rounds)])
+    return {"mean": float(draws.mean()), "range90": [float(v) for v in np.quantile(draws, [0.05, 0.95])],
+            "share_at_most_0.05": float((draws <= 0.05).mean()), "families": int(which.max() + 1)}
 
 
 def malignancy(logits: np.ndarray, t: float) -> np.ndarray:
@@ -172,6 +187,11 @@ def left_out_ece(arrays: list[dict], fit=nll_temperature) -> dict | None:
     return {"per_source": per_source, "mean": float(np.average(per_source, weights=weights))}
 
 
+def views_of(run: Path) -> int:
+    """The test-time views a calibrated run's logits were averaged over (1 before views existed)."""
+    return json.loads((run / "calibration.json").read_text()).get("views", 1)
+
+
 def kept(run: Path) -> dict:
     """A calibrated run's measurements, as `measured` gave them."""
     return {"arrays": dict(np.load(run / "validation.npz")),
@@ -221,6 +241,9 @@ def main() -> None:
     parser.add_argument("--from", dest="sources", type=Path, nargs="+",
                         help="for a --refit run: the calibrated runs of the same recipe whose validation images it pools "
                              "(an inner run, or the cross-fitted runs)")
+    parser.add_argument("--views", type=int, choices=views.COUNTS, default=1,
+                        help="average the logits over this many test-time views (mammo_train.views); "
+                             "a --refit run's sources must have been calibrated with the same")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -232,6 +255,9 @@ def main() -> None:
     validating = set(fold["validation_families"])
     if bool(validating) == (args.sources is not None):
         raise SystemExit("--from RUN... is for a --refit run, and a --refit run needs it")
+    for source in args.sources or []:
+        if views_of(source) != args.views:
+            raise SystemExit(f"{source} was calibrated with {views_of(source)} views, this run asks {args.views}")
     steps = [s for s in summary["preprocess"].split(",") if s]
     samples, _ = prepared.unique(prepared.read(Path(summary["data"]))[0])
     family, folds = read_split(Path(summary["split"]))
@@ -239,14 +265,16 @@ def main() -> None:
     print(f"training folds: {len(train)} images", file=sys.stderr)
 
     net = build(summary["init"], weights=args.run / "model.pt").eval()
-    tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
-    train_f = ood.features(tapped, inputs_of(prepared.load_planes(train)))
+    stats = ood.InputStats(MEAN[0], STD[0])
+    train_f = ood.features(ood.Tapped(net, stats), inputs_of(prepared.load_planes(train)))
     if args.sources is None:
-        own = measured(tapped, train, train_f, [s for s in samples if family[s.name] in validating], steps)
+        own = measured(ood.Tapped(net, stats, views=args.views), train, train_f,
+                       [s for s in samples if family[s.name] in validating], steps)
         np.savez(args.run / "validation.npz", **own["arrays"])
         calibration = pooled([args.run], [own]) | {"ood_comparison": own["comparison"]}
     else:
         calibration = pooled(args.sources, [kept(s) for s in args.sources])
+    calibration["views"] = args.views
     calibration["fitted_on"] += f"; the detector's Gaussian on this run's training images ({len(train)})"
     detectors = ood.Detectors(train_f, labels_of(train), calibration["temperature"])
     score = ood.OodScore.fitted(detectors, ood.taps_of(calibration["ood_method"]))

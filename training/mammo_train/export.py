@@ -3,8 +3,8 @@
 python -m mammo_train.export --run runs/v2.3.0 --version 2.3.0 --trained-on "..." --out ../models/mammo.onnx
 
 With --run, everything the run decided comes from its files: the network and full-field steps
-(summary.json, model.pt), the temperature and operating threshold (calibration.json) and the
-out-of-distribution detector (ood.pt), so nothing is copied by hand. Without it, --init,
+(summary.json, model.pt), the temperature, operating threshold and test-time views
+(calibration.json) and the out-of-distribution detector (ood.pt), so nothing is copied by hand. Without it, --init,
 --weights and --threshold name a network without a detector (temperature 1).
 
 Input `input` float32 [N,3,224,224] (dynamic N); outputs `logits` float32 [N,8] and, with a
@@ -54,7 +54,8 @@ def export(model: torch.nn.Module, outputs: list[str], out: Path, props: dict[st
 
 
 def contract(threshold: float, version: str, arch: str, trained_on: str, steps: list[str],
-             temperature: float = 1.0, ood_method: str | None = None, ood_threshold: float | None = None) -> dict[str, str]:
+             temperature: float = 1.0, ood_method: str | None = None, ood_threshold: float | None = None,
+             views: int = 1) -> dict[str, str]:
     props = {
         "mammo.preprocess": ",".join(steps),
         "mammo.labels": ",".join(CLASSES),
@@ -68,6 +69,7 @@ def contract(threshold: float, version: str, arch: str, trained_on: str, steps: 
         "mammo.arch": arch,
         "mammo.trained_on": trained_on,
         "mammo.precision": "fp32",
+        "mammo.views": str(views),
     }
     if ood_method is not None:
         props["mammo.ood_method"] = ood_method
@@ -102,9 +104,10 @@ def from_run(run: Path, version: str, trained_on: str):
     steps = parse_steps(summary["preprocess"])
     net = build(summary["init"], weights=run / "model.pt")
     score = ood.OodScore(detector["parameters"])
-    model = ood.Scored(net, ood.InputStats(MEAN[0], STD[0]), score)
+    views = calibration.get("views", 1)
+    model = ood.Scored(net, ood.InputStats(MEAN[0], STD[0]), score, views)
     props = contract(calibration["malignancy_threshold"], version, ARCH[summary["init"]], trained_on, steps,
-                     calibration["temperature"], detector["method"], calibration["ood_threshold"])
+                     calibration["temperature"], detector["method"], calibration["ood_threshold"], views)
     return model, ["logits", "ood_score"], steps, props
 
 

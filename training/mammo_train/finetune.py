@@ -13,7 +13,8 @@ python -m mammo_train.finetune --prepared runs/site/prepared --manifest site.csv
    marginal (`train.allowed_loss`).
 3. On the inner patients: the temperature, the operating threshold (sensitivity 0.90) and the
    out-of-distribution threshold (5% flagged); the detector keeps the base model's method with
-   its Gaussian refitted on the site's training images.
+   its Gaussian refitted on the site's training images; the base model's test-time views
+   (`mammo.views`) are kept.
 4. Export ONNX with the full contract (`mammo.trained_on` names the manifest and its SHA-256).
 5. `mammo-eval evaluate` of the base and the fine-tuned model on the held-out patients, and
    their paired differences with 95% intervals from resampling patients (OUT/paired.json,
@@ -83,8 +84,8 @@ def read_split(path: Path, samples: list[prepared.Prepared]) -> dict[str, str]:
     return roles
 
 
-def features(net: torch.nn.Module, planes: torch.Tensor) -> dict[str, np.ndarray]:
-    tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]))
+def features(net: torch.nn.Module, planes: torch.Tensor, views: int = 1) -> dict[str, np.ndarray]:
+    tapped = ood.Tapped(net, ood.InputStats(MEAN[0], STD[0]), views=views)
     return ood.features(tapped, calibrate.inputs_of(planes))
 
 
@@ -212,7 +213,8 @@ def main() -> None:
     state = fit(net, train_x, targets(part["train"]), (inner_x, targets(part["inner"])), settings, args.out)
     net.eval()
 
-    inner_f, train_f = features(net, inner_x), features(net, train_x)
+    views = int(base_props.get("mammo.views", "1"))
+    inner_f, train_f = features(net, inner_x, views), features(net, train_x)
     allowed, malignant = calibrate.label_arrays(part["inner"])
     t = calibrate.fit_temperature(inner_f["logits"], allowed)
     known = malignant[~np.isnan(malignant)]
@@ -239,8 +241,8 @@ def main() -> None:
                   f"chose the epoch, temperature, threshold and OOD threshold; "
                   f"{len({s.patient for s in part['held_out']})} patients held out")
     version = args.version or f"{base_props.get('mammo.version', 'unknown')}-site"
-    model = ood.Scored(net, ood.InputStats(MEAN[0], STD[0]), score)
-    props = export.contract(threshold, version, base_props["mammo.arch"], trained_on, steps, t, method, ood_threshold)
+    model = ood.Scored(net, ood.InputStats(MEAN[0], STD[0]), score, views)
+    props = export.contract(threshold, version, base_props["mammo.arch"], trained_on, steps, t, method, ood_threshold, views)
     out_model = args.out / "model.onnx"
     export.export(model, ["logits", "ood_score"], out_model, props)
     worst = export.check(model, ["logits", "ood_score"], out_model, [Path(s.source) for s in part["inner"][:8]], steps)

@@ -9,7 +9,8 @@ postprocessing (logits / mammo.temperature, marginals, mammo.malignancy_threshol
 - metrics of the model and the baseline with 95% CIs from resampling families, and their
   paired differences;
 - binary ECE (15 bins) and Brier score of P(malignant), before and after the temperature, with
-  the same family-bootstrap intervals;
+  the same family-bootstrap intervals, and the ECE a perfectly calibrated model with those
+  probabilities would show on the fold's families (`calibrate.ece_if_calibrated`);
 - stability: how often the density label and the malignancy call change under acquisition
   changes inside training's augmentation range (`PERTURBATIONS`), for both models;
 - out-of-distribution: AUROC of every method of `mammo_train.ood` (refitted on the training
@@ -29,7 +30,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from . import augment, ood, prepared, proxies
-from .calibrate import binary_ece, inputs_of
+from .calibrate import binary_ece, ece_if_calibrated, inputs_of
 from .families import read_split
 from .labels import class_index
 from .models import MEAN, STD, build
@@ -117,7 +118,8 @@ def model_metrics(model: Onnx, logits: np.ndarray, y: np.ndarray, fam: np.ndarra
         q = model.probabilities(logits, t)[:, 1::2].sum(axis=1)
         calibration[name] = {
             "binary_ece": with_ci(lambda idx: binary_ece(q[idx], positive[idx].astype(float)), y, fam),
-            "brier": with_ci(lambda idx: float(np.mean((q[idx] - positive[idx]) ** 2)), y, fam)}
+            "brier": with_ci(lambda idx: float(np.mean((q[idx] - positive[idx]) ** 2)), y, fam),
+            "binary_ece_if_calibrated": ece_if_calibrated(q, fam)}
     return {"version": model.version, "temperature": model.temperature, "threshold": model.threshold,
             "accuracy": with_ci(accuracy, y, fam), "malignancy_auc": with_ci(auc, y, fam),
             "density_accuracy": with_ci(density_accuracy, y, fam), "calibration": calibration}

@@ -23,6 +23,8 @@ import torch
 from sklearn.covariance import LedoitWolf
 from torch import nn
 
+from .views import of_views
+
 # Layer of `model.features` whose output each tap pools (None: the input image itself).
 TAPS = {"input": None, "stage1": 1, "stage2": 2, "stage3": 3, "stage4": 4, "stage5": 5, "stage6": 6}
 COMBINED = {"maha_early": ("input", "stage1", "stage2", "stage3"),
@@ -55,24 +57,29 @@ class InputStats(nn.Module):
 
 class Tapped(nn.Module):
     """The network, also returning the pooled features of the `wanted` taps (all by default)
-    and the penultimate features."""
+    and the penultimate features. With `views` > 1 the logits are the mean over the image's
+    first `views` views (`mammo_train.views`), run as one batch; the taps and penultimate
+    features stay the image's own, so a detector means the same whatever the views."""
 
-    def __init__(self, net: nn.Module, input_stats: InputStats, wanted: tuple[str, ...] = tuple(TAPS)):
+    def __init__(self, net: nn.Module, input_stats: InputStats, wanted: tuple[str, ...] = tuple(TAPS), views: int = 1):
         super().__init__()
         self.net = net
         self.input_stats = input_stats
         self.wanted = wanted
+        self.views = views
 
     def forward(self, x: torch.Tensor):
+        n = x.shape[0]
         taps = {"input": self.input_stats(x)} if "input" in self.wanted else {}
         index = {v: k for k, v in TAPS.items() if v is not None and k in self.wanted}
-        h = x
+        h = of_views(x, self.views)
         for i, block in enumerate(self.net.features):
             h = block(h)
             if i in index:
-                taps[index[i]] = pooled(h)
+                taps[index[i]] = pooled(h[:n])
         penultimate = torch.flatten(self.net.avgpool(h), 1)
-        return self.net.classifier(penultimate), taps, penultimate
+        logits = self.net.classifier(penultimate)
+        return logits.reshape(self.views, -1, logits.shape[1]).mean(dim=0), taps, penultimate[:n]
 
 
 @torch.no_grad()
@@ -184,9 +191,9 @@ def taps_of(method: str) -> tuple[str, ...]:
 class Scored(nn.Module):
     """The exported model: `(logits, ood_score)` from one input."""
 
-    def __init__(self, net: nn.Module, input_stats: InputStats, score: OodScore):
+    def __init__(self, net: nn.Module, input_stats: InputStats, score: OodScore, views: int = 1):
         super().__init__()
-        self.tapped = Tapped(net, input_stats, score.taps)
+        self.tapped = Tapped(net, input_stats, score.taps, views)
         self.score = score
 
     def forward(self, x: torch.Tensor):

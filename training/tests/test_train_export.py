@@ -145,8 +145,11 @@ def refit_run_pools_cross_fitted_runs(tmp_path, refit):
         run("mammo_train.train", "--data", str(tmp_path / "prepared"), "--split", str(split), "--trainable", "head",
             "--epochs", "1", "--inner", str(k), "--inner-share", "1", "--out", str(source))
         run("mammo_train.calibrate", str(source))
+    with pytest.raises(subprocess.CalledProcessError):  # the sources' logits are of one view
+        run("mammo_train.calibrate", str(refit), "--from", *map(str, sources), "--views", "2")
     run("mammo_train.calibrate", str(refit), "--from", *map(str, sources))
     calibration = json.loads((refit / "calibration.json").read_text())
+    assert calibration["views"] == 1
     measured = [np.load(s / "validation.npz") for s in sources]
     names = np.concatenate([m["names"] for m in measured])
     folds = {row.split(",")[0]: row.split(",")[-1] for row in split.read_text().splitlines()[1:]}
@@ -169,6 +172,8 @@ def refit_run_pools_cross_fitted_runs(tmp_path, refit):
     assert crossfit["images"] == len(names) and crossfit["families"] == len({r[1] for r in rows if r[0] in set(names)})
     assert crossfit["binary_ece_left_out"]["8-class NLL"]["per_source"] == pytest.approx(left_out["per_source"]), \
         "calibrate's own left-out ECE"
+    assert [c["families"] for c in crossfit["binary_ece_if_calibrated"]] == [
+        len({r[1] for r in rows if r[0] in set(m["names"])}) for m in measured]
     fixed = calibration_numbers(measured[0]["logits"], measured[0]["allowed"], measured[0]["malignant"], 1.5)
     assert crossfit["binary_ece_left_out"]["T = 1.5"]["per_source"][0] == pytest.approx(fixed["binary_ece"], abs=1e-9)
     assert crossfit["accuracy_by_source"][0] == pytest.approx(float(np.mean(
