@@ -86,7 +86,8 @@ def from_onnx(path: Path) -> nn.Module:
     Export folds each batch norm into the convolution before it, so every convolution takes its
     folded weight and every batch norm becomes the identity plus the folded bias (running mean
     0, variance 1 - eps, scale 1): the same function in eval mode. Shapes are checked one by
-    one, and the caller checks the outputs (`mammo_train.finetune`)."""
+    one; in a graph with test-time views the one network inside is rebuilt (its logits are
+    checked against the graph's in tests/test_views.py)."""
     import onnx
     from onnx import numpy_helper
 

@@ -61,6 +61,8 @@ def test_fine_tuning_splits_by_patient_exports_and_evaluates_paired(site):
     assert f"site.csv (sha256 {digest})" in meta["mammo.trained_on"]
     assert meta["mammo.ood_method"] == "maha_stage4" and float(meta["mammo.temperature"]) > 0
     assert [o.name for o in model.graph.output] == ["logits", "ood_score"]
+    base = {p.key: p.value for p in onnx.load(str(FIXTURES.parents[1] / "models" / "mammo.onnx")).metadata_props}
+    assert meta["mammo.views"] == base.get("mammo.views", "1"), "the base model's test-time views are kept"
 
     # Both models were read by mammo-eval (the server's loader) on the held-out patients only.
     for run in ("eval-base", "eval-fine-tuned"):
