@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import prepared
+from .models import build
+from .train import normalise
+
 COUNTS = (1, 2, 4, 8)
 
 
@@ -38,10 +42,6 @@ def of_views(x: torch.Tensor, count: int) -> torch.Tensor:
 @torch.no_grad()
 def view_logits(run: Path, names: np.ndarray, batch: int = 32) -> np.ndarray:
     """(8, N, 8): the logits of each of the 8 views of the images `names`, by `run`'s network."""
-    from . import prepared
-    from .models import build
-    from .train import normalise
-
     summary = json.loads((run / "summary.json").read_text())
     by_name = {s.name: s for s in prepared.unique(prepared.read(Path(summary["data"]))[0])[0]}
     grey = prepared.load_planes([by_name[n] for n in names])
@@ -55,6 +55,7 @@ def view_logits(run: Path, names: np.ndarray, batch: int = 32) -> np.ndarray:
 
 def compare(sources: list[Path]) -> dict:
     """For each V, the cross-fitted numbers of the sources' validation predictions averaged over V views."""
+    # Imported here: `calibrate` imports `ood`, which imports this module for `of_views`.
     from .calibrate import kept
     from .crossfit import family_of, numbers
 
