@@ -10,7 +10,13 @@ python -m mammo_train.crossfit runs/xfit-1 runs/xfit-2 runs/xfit-3 runs/xfit-4 -
   other sources' (8-class NLL, as `calibrate` fits it; binary NLL of P(malignant)), with none
   (T = 1), and with each `--temperature` given, and their image-weighted means;
 - for each source, the binary ECE a perfectly calibrated model would show on it
-  (`calibrated_ece`): the noise floor of the ECE on a fold of ~42 families.
+  (`calibrated_ece`): the noise floor of the ECE on a fold of ~42 families;
+- the binary ECE of those left-out probabilities pooled over every source (~170 families), and
+  its floor there (`pooled_ece`);
+- with `--against` another recipe's runs over the same images, the paired differences (this
+  recipe minus that one) of the pooled accuracy and AUC, resampling the same families for both.
+
+python -m mammo_train.crossfit runs/half-xfit-{1,2,3,4} --against runs/xfit-{1,2,3,4}-views2
 """
 
 import argparse
@@ -21,7 +27,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
-from .calibrate import ece_if_calibrated, kept, left_out_ece, malignancy, nll_temperature
+from .calibrate import binary_ece, ece_if_calibrated, kept, left_out_ece, malignancy, nll_temperature
 from .families import read_split
 from .report import family_bootstrap
 
@@ -56,8 +62,9 @@ def family_of(source: Path) -> dict[str, int]:
 def numbers(arrays: list[dict], family: dict[str, int], temperatures: tuple[float, ...] = ()) -> dict:
     """Pooled accuracy and AUC with family intervals, accuracy by source, the left-out ECE of each
     way of fitting the temperature, and the ECE a calibrated model would show on each source."""
-    logits, allowed, malignant = (np.concatenate([a[k] for a in arrays]) for k in ("logits", "allowed", "malignant"))
-    fam = np.array([family[n] for a in arrays for n in a["names"]])
+    pool = stacked(arrays)
+    logits, allowed, malignant = pool["logits"], pool["allowed"], pool["malignant"]
+    fam = np.array([family[n] for n in pool["names"]])
     known = ~np.isnan(malignant)
     p = malignancy(logits, 1.0)
     fits = {"8-class NLL": nll_temperature, "binary NLL": binary_temperature, "T = 1": lambda _: 1.0,
@@ -70,25 +77,74 @@ def numbers(arrays: list[dict], family: dict[str, int], temperatures: tuple[floa
         "accuracy_by_source": [accuracy(a["logits"], a["allowed"]) for a in arrays],
         "binary_ece_left_out": {name: left_out_ece(arrays, fit) for name, fit in fits.items()},
         "binary_ece_if_calibrated": calibrated_ece(arrays, family),
+        "binary_ece_pooled_left_out": pooled_ece(arrays, family),
     }
+
+
+def stacked(arrays: list[dict]) -> dict:
+    """The sources' kept arrays, one after another."""
+    return {k: np.concatenate([a[k] for a in arrays]) for k in ("names", "logits", "allowed", "malignant")}
+
+
+def versus(arrays: list[dict], others: list[dict], family: dict[str, int]) -> dict:
+    """`arrays` minus `others`, scored on the same images (matched by name): pooled 8-class
+    accuracy and malignancy AUC, with a paired family-bootstrap 95% interval."""
+    a, b = stacked(arrays), stacked(others)
+    where = {n: i for i, n in enumerate(b["names"])}
+    if sorted(where) != sorted(a["names"]):
+        raise SystemExit("--against: the two recipes' runs must score the same images")
+    other = b["logits"][[where[n] for n in a["names"]]]
+    fam = np.array([family[n] for n in a["names"]])
+    known = ~np.isnan(a["malignant"])
+    malignant = a["malignant"] == 1
+    p, q = malignancy(a["logits"], 1.0), malignancy(other, 1.0)
+
+    def difference(idx):
+        k = idx[known[idx]]
+        return (accuracy(a["logits"][idx], a["allowed"][idx]) - accuracy(other[idx], a["allowed"][idx]),
+                roc_auc_score(malignant[k], p[k]) - roc_auc_score(malignant[k], q[k]))
+
+    values = np.array(family_bootstrap(difference, malignant, fam))
+    point = difference(np.arange(len(fam)))
+    lo, hi = np.percentile(values, [2.5, 97.5], axis=0)
+    return {name: {"difference": float(point[i]), "ci95": [float(lo[i]), float(hi[i])]}
+            for i, name in enumerate(("accuracy", "malignancy_auc"))}
+
+
+def left_out_probabilities(arrays: list[dict], family: dict[str, int]) -> list[tuple]:
+    """For each source, (P(malignant), label, family) of its images with the label, P at the
+    temperature fitted on the other sources: calibrated on images other than these."""
+    out = []
+    for i, held in enumerate(arrays):
+        t = nll_temperature([a for j, a in enumerate(arrays) if j != i])
+        known = ~np.isnan(held["malignant"])
+        out.append((malignancy(held["logits"][known], t), held["malignant"][known],
+                    np.array([family[n] for n in held["names"][known]])))
+    return out
 
 
 def calibrated_ece(arrays: list[dict], family: dict[str, int]) -> list[dict]:
     """For each source, the binary ECE a perfectly calibrated model would show on its images
     (`calibrate.ece_if_calibrated`), with P(malignant) at the temperature fitted on the other
     sources."""
-    out = []
-    for i, held in enumerate(arrays):
-        t = nll_temperature([a for j, a in enumerate(arrays) if j != i])
-        known = ~np.isnan(held["malignant"])
-        out.append(ece_if_calibrated(malignancy(held["logits"][known], t),
-                                     np.array([family[n] for n in held["names"][known]])))
-    return out
+    return [ece_if_calibrated(p, fam) for p, _, fam in left_out_probabilities(arrays, family)]
 
 
-def report(sources: list[Path], temperatures: list[float]) -> dict:
-    arrays = [kept(s)["arrays"] for s in sources]
-    return {"sources": [str(s) for s in sources], **numbers(arrays, family_of(sources[0]), tuple(temperatures))}
+def pooled_ece(arrays: list[dict], family: dict[str, int]) -> dict:
+    """The binary ECE of every source's left-out P(malignant) together: all the cross-fitted
+    images (~170 families), each scored by a network that did not train on it at a temperature
+    not fitted on it, beside what a perfectly calibrated model shows on the same families."""
+    p, y, fam = (np.concatenate(parts) for parts in zip(*left_out_probabilities(arrays, family)))
+    return {"binary_ece": binary_ece(p, y), "images": int(len(p)), "if_calibrated": ece_if_calibrated(p, fam)}
+
+
+def report(sources: list[Path], temperatures: list[float], against: list[Path]) -> dict:
+    arrays, family = [kept(s)["arrays"] for s in sources], family_of(sources[0])
+    result = {"sources": [str(s) for s in sources], **numbers(arrays, family, tuple(temperatures))}
+    if against:
+        result["against"] = {"sources": [str(s) for s in against],
+                             **versus(arrays, [kept(s)["arrays"] for s in against], family)}
+    return result
 
 
 def main() -> None:
@@ -96,9 +152,11 @@ def main() -> None:
     parser.add_argument("sources", type=Path, nargs="+", help="calibrated runs with disjoint validation folds")
     parser.add_argument("--temperature", type=float, action="append", default=[],
                         help="also score this fixed temperature (e.g. a shipped model's)")
+    parser.add_argument("--against", type=Path, nargs="+", default=[],
+                        help="another recipe's cross-fitted runs over the same images: paired differences")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = json.dumps(report(args.sources, args.temperature), indent=2)
+    result = json.dumps(report(args.sources, args.temperature, args.against), indent=2)
     if args.out:
         args.out.write_text(result)
     print(result)

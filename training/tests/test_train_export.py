@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from conftest import FIXTURES, prepare
 
-from mammo_train.calibrate import calibration_numbers, fit_temperature
+from mammo_train.calibrate import binary_ece, calibration_numbers, fit_temperature, malignancy
 from mammo_train.labels import CLASSES
 
 NAMES = ["d1b_Image_2.jpg", "d1m_Image_3.jpg", "d2m_Image_9.jpg", "d3b_Image_1.jpg", "d3m_Image_31.jpg", "d4m_Image_83.jpg"]
@@ -166,8 +166,10 @@ def refit_run_pools_cross_fitted_runs(tmp_path, refit):
     first = calibration_numbers(measured[0]["logits"], measured[0]["allowed"], measured[0]["malignant"], t_from_second)
     assert left_out["per_source"][0] == pytest.approx(first["binary_ece"], abs=1e-9), "fold 1 scored with fold 2's T"
     assert min(left_out["per_source"]) <= left_out["mean"] <= max(left_out["per_source"])
-    run("mammo_train.crossfit", *map(str, sources), "--temperature", "1.5", "--out", str(tmp_path / "crossfit.json"))
+    run("mammo_train.crossfit", *map(str, sources), "--temperature", "1.5", "--against", *map(str, sources[::-1]),
+        "--out", str(tmp_path / "crossfit.json"))
     crossfit = json.loads((tmp_path / "crossfit.json").read_text())
+    assert crossfit["against"]["accuracy"] == {"difference": 0.0, "ci95": [0.0, 0.0]}, "the same runs, in another order"
     rows = [row.split(",") for row in split.read_text().splitlines()[1:]]
     assert crossfit["images"] == len(names) and crossfit["families"] == len({r[1] for r in rows if r[0] in set(names)})
     assert crossfit["binary_ece_left_out"]["8-class NLL"]["per_source"] == pytest.approx(left_out["per_source"]), \
@@ -176,5 +178,12 @@ def refit_run_pools_cross_fitted_runs(tmp_path, refit):
         len({r[1] for r in rows if r[0] in set(m["names"])}) for m in measured]
     fixed = calibration_numbers(measured[0]["logits"], measured[0]["allowed"], measured[0]["malignant"], 1.5)
     assert crossfit["binary_ece_left_out"]["T = 1.5"]["per_source"][0] == pytest.approx(fixed["binary_ece"], abs=1e-9)
+    each_at_the_others_t = [(malignancy(m["logits"], fit_temperature(o["logits"], o["allowed"])), m["malignant"])
+                            for m, o in zip(measured, measured[::-1])]
+    pooled = crossfit["binary_ece_pooled_left_out"]
+    assert pooled["images"] == len(names)
+    assert pooled["binary_ece"] == pytest.approx(binary_ece(*map(np.concatenate, zip(*each_at_the_others_t))), abs=1e-9), \
+        "both folds' images, each at the temperature of the other"
+    assert pooled["if_calibrated"]["families"] == crossfit["families"]
     assert crossfit["accuracy_by_source"][0] == pytest.approx(float(np.mean(
         measured[0]["logits"].argmax(1) == measured[0]["allowed"].argmax(1))), abs=1e-9), "fixture rows carry both labels"
