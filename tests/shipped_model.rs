@@ -25,7 +25,7 @@ async fn the_default_model_is_the_shipped_trained_model() {
     let server = start(config(&["--model", &shipped.display().to_string()])).await;
     let model: Value = server.get("/v1/model").await.json().await.unwrap();
     assert_eq!(model["arch"], "efficientnet_lite0");
-    assert_eq!(model["version"], "2.5.0");
+    assert_eq!(model["version"], "2.6.0");
     assert_eq!(model["views"], 2, "the image and its mirror image: {model}");
     assert!(
         model["temperature"].as_f64().unwrap() > 1.0,

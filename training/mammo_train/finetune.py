@@ -8,9 +8,9 @@ python -m mammo_train.finetune --prepared runs/site/prepared --manifest site.csv
    split, the rest train; or `--split FILE` with `name,role` rows, role train/inner/held_out,
    where a patient on two sides stops the run naming the row). Written to OUT/split.csv.
 2. Start from the base model's own weights, rebuilt from its ONNX (`models.from_onnx`), and
-   train every layer with the acquisition augmentation, batch norms held at their statistics,
-   early stopping on the inner patients' loss; an image with one label trains through its
-   marginal (`train.allowed_loss`).
+   train every layer with the recipe's augmentation (`--augment acquisition-half`), batch norms
+   held at their statistics, early stopping on the inner patients' loss; an image with one label
+   trains through its marginal (`train.allowed_loss`).
 3. On the inner patients: the temperature, the operating threshold (sensitivity 0.90) and the
    out-of-distribution threshold (5% flagged); the detector keeps the base model's method with
    its Gaussian refitted on the site's training images; the base model's test-time views
@@ -35,6 +35,7 @@ import onnx
 import torch
 
 from . import calibrate, export, ood, prepared
+from .augment import AUGMENTATIONS
 from .models import MEAN, STD, from_onnx
 from .report import family_bootstrap
 from .train import fit, seed_everything, targets
@@ -177,7 +178,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--augment", default="acquisition")
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="acquisition-half",
+                        help="the shipped recipe's: half of each batch keeps the site's own acquisition")
     parser.add_argument("--version", help="default: the base's version + '-site'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

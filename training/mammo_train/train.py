@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="acquisition",
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="acquisition-half",
                         help="on-the-fly augmentation of full fine-tuning (mammo_train.augment)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
