@@ -13,6 +13,8 @@ python -m mammo_train.crossfit runs/xfit-1 runs/xfit-2 runs/xfit-3 runs/xfit-4 -
   (`calibrated_ece`): the noise floor of the ECE on a fold of ~42 families;
 - the binary ECE of those left-out probabilities pooled over every source (~170 families), and
   its floor there (`pooled_ece`);
+- for each source, the sensitivity and specificity of the operating threshold fitted on the
+  other sources (`left_out_operating_point`);
 - with `--against` another recipe's runs over the same images, the paired differences (this
   recipe minus that one) of the pooled accuracy and AUC, resampling the same families for both.
 
@@ -27,7 +29,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
-from .calibrate import binary_ece, ece_if_calibrated, kept, left_out_ece, malignancy, nll_temperature
+from .calibrate import (binary_ece, ece_if_calibrated, kept, left_out_ece, malignancy, nll_temperature,
+                        operating_threshold)
 from .families import read_split
 from .report import family_bootstrap
 
@@ -78,6 +81,7 @@ def numbers(arrays: list[dict], family: dict[str, int], temperatures: tuple[floa
         "binary_ece_left_out": {name: left_out_ece(arrays, fit) for name, fit in fits.items()},
         "binary_ece_if_calibrated": calibrated_ece(arrays, family),
         "binary_ece_pooled_left_out": pooled_ece(arrays, family),
+        "operating_point_left_out": left_out_operating_point(arrays),
     }
 
 
@@ -136,6 +140,23 @@ def pooled_ece(arrays: list[dict], family: dict[str, int]) -> dict:
     not fitted on it, beside what a perfectly calibrated model shows on the same families."""
     p, y, fam = (np.concatenate(parts) for parts in zip(*left_out_probabilities(arrays, family)))
     return {"binary_ece": binary_ece(p, y), "images": int(len(p)), "if_calibrated": ece_if_calibrated(p, fam)}
+
+
+def left_out_operating_point(arrays: list[dict]) -> list[dict]:
+    """For each source, the operating threshold as `calibrate` fits it (the target sensitivity
+    on the pooled images, after T) fitted on the other sources, and the sensitivity and
+    specificity it gives on this one: how far the target carries to images it was not fitted on."""
+    out = []
+    for i, held in enumerate(arrays):
+        rest = stacked([a for j, a in enumerate(arrays) if j != i])
+        t = nll_temperature([a for j, a in enumerate(arrays) if j != i])
+        threshold = operating_threshold(rest["logits"], rest["malignant"], t)
+        known = ~np.isnan(held["malignant"])
+        called = malignancy(held["logits"][known], t) >= threshold
+        malignant = held["malignant"][known] == 1
+        out.append({"threshold": threshold, "sensitivity": float(called[malignant].mean()),
+                    "specificity": float((~called[~malignant]).mean())})
+    return out
 
 
 def report(sources: list[Path], temperatures: list[float], against: list[Path]) -> dict:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from conftest import FIXTURES, prepare
 
-from mammo_train.calibrate import binary_ece, calibration_numbers, fit_temperature, malignancy
+from mammo_train.calibrate import binary_ece, calibration_numbers, fit_temperature, malignancy, operating_threshold
 from mammo_train.labels import CLASSES
 
 NAMES = ["d1b_Image_2.jpg", "d1m_Image_3.jpg", "d2m_Image_9.jpg", "d3b_Image_1.jpg", "d3m_Image_31.jpg", "d4m_Image_83.jpg"]
@@ -185,5 +185,11 @@ def refit_run_pools_cross_fitted_runs(tmp_path, refit):
     assert pooled["binary_ece"] == pytest.approx(binary_ece(*map(np.concatenate, zip(*each_at_the_others_t))), abs=1e-9), \
         "both folds' images, each at the temperature of the other"
     assert pooled["if_calibrated"]["families"] == crossfit["families"]
+    point = crossfit["operating_point_left_out"][0]
+    assert point["threshold"] == pytest.approx(operating_threshold(measured[1]["logits"], measured[1]["malignant"], t_from_second))
+    malignant_first = measured[0]["malignant"] == 1
+    called = malignancy(measured[0]["logits"], t_from_second) >= point["threshold"]
+    assert point["sensitivity"] == pytest.approx(called[malignant_first].mean()), "fold 1 at fold 2's threshold"
+    assert point["specificity"] == pytest.approx((~called[~malignant_first]).mean())
     assert crossfit["accuracy_by_source"][0] == pytest.approx(float(np.mean(
         measured[0]["logits"].argmax(1) == measured[0]["allowed"].argmax(1))), abs=1e-9), "fixture rows carry both labels"
