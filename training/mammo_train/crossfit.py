@@ -115,12 +115,19 @@ def versus(arrays: list[dict], others: list[dict], family: dict[str, int]) -> di
             for i, name in enumerate(("accuracy", "malignancy_auc"))}
 
 
+def held_out_in_turn(arrays: list[dict]):
+    """Each source with the other sources and the temperature fitted on them (8-class NLL, as
+    `calibrate` fits it): the calibration a source's images were not used for."""
+    for i, held in enumerate(arrays):
+        rest = [a for j, a in enumerate(arrays) if j != i]
+        yield held, rest, nll_temperature(rest)
+
+
 def left_out_probabilities(arrays: list[dict], family: dict[str, int]) -> list[tuple]:
     """For each source, (P(malignant), label, family) of its images with the label, P at the
     temperature fitted on the other sources: calibrated on images other than these."""
     out = []
-    for i, held in enumerate(arrays):
-        t = nll_temperature([a for j, a in enumerate(arrays) if j != i])
+    for held, _, t in held_out_in_turn(arrays):
         known = ~np.isnan(held["malignant"])
         out.append((malignancy(held["logits"][known], t), held["malignant"][known],
                     np.array([family[n] for n in held["names"][known]])))
@@ -147,10 +154,9 @@ def left_out_operating_point(arrays: list[dict]) -> list[dict]:
     on the pooled images, after T) fitted on the other sources, and the sensitivity and
     specificity it gives on this one: how far the target carries to images it was not fitted on."""
     out = []
-    for i, held in enumerate(arrays):
-        rest = stacked([a for j, a in enumerate(arrays) if j != i])
-        t = nll_temperature([a for j, a in enumerate(arrays) if j != i])
-        threshold = operating_threshold(rest["logits"], rest["malignant"], t)
+    for held, rest, t in held_out_in_turn(arrays):
+        pool = stacked(rest)
+        threshold = operating_threshold(pool["logits"], pool["malignant"], t)
         known = ~np.isnan(held["malignant"])
         called = malignancy(held["logits"][known], t) >= threshold
         malignant = held["malignant"][known] == 1
